@@ -1,0 +1,85 @@
+"""The application factory. Read top down, it is the whole server:
+settings → database → middleware → routes → background services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp_session import session_middleware
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+from beeyard.server import context
+from beeyard.server.api import health
+from beeyard.server.auth.keys import Keys
+from beeyard.server.auth.middleware import auth_middleware
+from beeyard.server.config import Settings
+from beeyard.server.db import bootstrap, embedded, migrate, pool
+from beeyard.server.http import routing
+from beeyard.server.http.audit import audit_middleware
+from beeyard.server.http.middleware import edge_middleware
+from beeyard.server.services import background
+from beeyard.server.services.housekeeping import housekeeping
+
+log = logging.getLogger("beeyard.server")
+
+SESSION_COOKIE = "beeyard_session"
+
+API_MODULES = [health]
+
+
+async def database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[context.SETTINGS]
+    server: embedded.EmbeddedPostgres | None = None
+    if settings.database_url is None:
+        server = embedded.EmbeddedPostgres(settings.data_dir)
+        await asyncio.to_thread(server.start)
+        await pool.ensure_database(server.admin_dsn, embedded.DATABASE)
+        dsn = server.dsn
+    else:
+        dsn = settings.database_url
+    log.info("connecting to %s", pool.redact(dsn))
+    try:
+        app[context.POOL] = await pool.create_pool(dsn)
+        async with app[context.POOL].acquire() as conn:
+            await migrate.migrate(conn)
+            await bootstrap.ensure_admin(conn, settings)
+        yield
+    finally:
+        if context.POOL in app:
+            await app[context.POOL].close()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+async def _check_routes(app: web.Application) -> None:
+    routing.check_complete(app)
+
+
+def create_app(settings: Settings) -> web.Application:
+    keys = Keys.from_secret(settings.secret_key)
+    storage = EncryptedCookieStorage(
+        keys.cookie,
+        cookie_name=SESSION_COOKIE,
+        max_age=settings.session_ttl,
+        httponly=True,
+        samesite="Strict",
+        secure=settings.secure_cookies,
+    )
+    app = web.Application(
+        middlewares=[edge_middleware, session_middleware(storage), audit_middleware, auth_middleware],
+        client_max_size=routing.DEFAULT_MAX_BODY,
+    )
+    app[context.SETTINGS] = settings
+    app[context.KEYS] = keys
+    app[context.STARTED] = time.monotonic()
+    app[context.TASKS] = {}
+    for module in API_MODULES:
+        routing.install(app, module.ROUTES)
+    app.on_startup.insert(0, _check_routes)  # before the database starts
+    app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(background(housekeeping))
+    return app

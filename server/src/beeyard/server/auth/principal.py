@@ -1,0 +1,86 @@
+"""Principals and the access levels a route can require.
+
+A route declares one ``Access`` level; ``authorize`` is the only place that
+decides whether a principal meets it, so the rules below are the whole policy.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Literal
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Role(enum.StrEnum):
+    VIEWER = "viewer"
+    MEMBER = "member"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Role.VIEWER: 1, Role.MEMBER: 2, Role.ADMIN: 3}
+
+
+class Access(enum.StrEnum):
+    """What a route requires of its caller.
+
+    PUBLIC   anyone, signed in or not.
+    ACCOUNT  a person signed in (browser session or mobile device) acting on
+             their own account. API keys are refused: a leaked key must not be
+             able to change the password, mint keys or turn off 2FA.
+    VIEWER   any signed-in principal; writes need a full-scope key.
+    MEMBER   role member or admin.
+    ADMIN    role admin.
+    """
+
+    PUBLIC = "public"
+    ACCOUNT = "account"
+    VIEWER = "viewer"
+    MEMBER = "member"
+    ADMIN = "admin"
+
+
+PrincipalKind = Literal["session", "device", "api_key"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller, resolved afresh from the database on every request
+    so that a deleted user or a changed role takes effect at once."""
+
+    kind: PrincipalKind
+    user_id: int
+    username: str
+    role: Role
+    credential_id: int  # the session, device or API key that authenticated the call
+    read_only: bool = False  # an API key with the read scope
+    csrf_token: str | None = None  # cookie sessions only
+
+
+class Denied(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def authorize(access: Access, method: str, principal: Principal | None) -> None:
+    """Raise ``Denied`` (401 or 403) unless ``principal`` may call a route of ``access``."""
+    if access is Access.PUBLIC:
+        return
+    if principal is None:
+        raise Denied(401, "authentication required")
+    if access is Access.ACCOUNT:
+        if principal.kind == "api_key":
+            raise Denied(403, "API keys cannot manage accounts; sign in as the user instead")
+        return
+    needed = Role(access.value)
+    if principal.role.rank < needed.rank:
+        raise Denied(403, f"requires the {needed.value} role")
+    if principal.read_only and method not in SAFE_METHODS:
+        raise Denied(403, "this API key is read-only")

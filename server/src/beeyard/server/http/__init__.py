@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every API family: envelope, routing, middleware."""

@@ -1,0 +1,56 @@
+"""The response envelope of the public contract: ``{"data": ...}`` or ``{"error": "..."}``.
+
+Handlers return ``ok(...)`` or raise ``ApiError``; nothing else builds JSON
+responses, so every answer, including the failures aiohttp itself produces,
+has the same shape.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+
+class ApiError(Exception):
+    """A failure the client caused or may act on; rendered as ``{"error": message}``."""
+
+    def __init__(
+        self, status: int, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def ok(data: Any = None, *, status: int = 200, **extra: Any) -> web.Response:
+    """Wrap ``data`` in the envelope. ``extra`` adds top-level keys such as pagination."""
+    return web.json_response({"data": data, **extra}, status=status, dumps=dumps)
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers, dumps=dumps)

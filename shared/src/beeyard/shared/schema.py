@@ -1,0 +1,203 @@
+"""Declarative field schemas: one declaration validates data and describes it.
+
+The same small vocabulary checks msgpack frames on the wire and JSON bodies on
+the REST API, and renders itself as JSON Schema for the OpenAPI document, so a
+field is declared exactly once and the docs cannot drift from the checks.
+
+``Schema.validate`` never raises anything but ``SchemaError``: it is what
+stands between untrusted bytes and the rest of the program.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["str", "int", "float", "bool", "bin", "list", "map", "any"]
+
+_JSON_TYPES: dict[str, str] = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "bin": "string",
+    "list": "array",
+    "map": "object",
+}
+
+
+class SchemaError(ValueError):
+    """Data does not match its schema; the message names the field and the rule."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field: its kind, whether it must be present, and its bounds.
+
+    ``min``/``max`` bound the value of numbers and the length of strings,
+    bytes, lists and maps. ``items`` describes list elements; ``schema``
+    describes a nested map with named fields.
+    """
+
+    name: str
+    kind: Kind
+    required: bool = True
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Any, ...] | None = None
+    pattern: str | None = None
+    items: Field | None = None
+    schema: Schema | None = None
+    doc: str = ""
+    default: Any = None
+    secret: bool = False  # rendered as format "password" in the docs
+
+    def check(self, value: Any, where: str) -> Any:
+        """Return ``value`` (converted where lossless) or raise ``SchemaError``."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise SchemaError(f"{where}: must not be null")
+        kind = self.kind
+        if kind == "str":
+            if not isinstance(value, str):
+                raise SchemaError(f"{where}: must be a string")
+            self._check_size(len(value), where, "characters")
+            if self.pattern is not None and not re.fullmatch(self.pattern, value):
+                raise SchemaError(f"{where}: has an invalid format")
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SchemaError(f"{where}: must be an integer")
+            self._check_range(value, where)
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SchemaError(f"{where}: must be a number")
+            value = float(value)
+            if not math.isfinite(value):
+                raise SchemaError(f"{where}: must be a finite number")
+            self._check_range(value, where)
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise SchemaError(f"{where}: must be true or false")
+        elif kind == "bin":
+            if not isinstance(value, bytes | bytearray):
+                raise SchemaError(f"{where}: must be binary")
+            value = bytes(value)
+            self._check_size(len(value), where, "bytes")
+        elif kind == "list":
+            if not isinstance(value, list | tuple):
+                raise SchemaError(f"{where}: must be a list")
+            self._check_size(len(value), where, "items")
+            if self.items is not None:
+                value = [self.items.check(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            else:
+                value = list(value)
+        elif kind == "map":
+            if not isinstance(value, Mapping):
+                raise SchemaError(f"{where}: must be an object")
+            self._check_size(len(value), where, "entries")
+            if self.schema is not None:
+                value = self.schema.validate(value, prefix=f"{where}.")
+        if self.choices is not None and value not in self.choices:
+            allowed = ", ".join(str(c) for c in self.choices)
+            raise SchemaError(f"{where}: must be one of {allowed}")
+        return value
+
+    def _check_size(self, size: int, where: str, unit: str) -> None:
+        if self.min is not None and size < self.min:
+            raise SchemaError(f"{where}: must have at least {int(self.min)} {unit}")
+        if self.max is not None and size > self.max:
+            raise SchemaError(f"{where}: must have at most {int(self.max)} {unit}")
+
+    def _check_range(self, value: float, where: str) -> None:
+        if self.min is not None and value < self.min:
+            raise SchemaError(f"{where}: must be at least {_num(self.min)}")
+        if self.max is not None and value > self.max:
+            raise SchemaError(f"{where}: must be at most {_num(self.max)}")
+
+    def json_schema(self) -> dict[str, Any]:
+        """Describe this field as JSON Schema (draft 2020-12, as OpenAPI 3.1 uses)."""
+        out: dict[str, Any] = {}
+        if self.kind != "any":
+            out["type"] = _JSON_TYPES[self.kind]
+        if self.nullable and "type" in out:
+            out["type"] = [out["type"], "null"]
+        if self.doc:
+            out["description"] = self.doc
+        if self.kind == "bin":
+            out["contentEncoding"] = "base64"
+        if self.secret:
+            out["format"] = "password"
+        bounds = {
+            "str": ("minLength", "maxLength"),
+            "bin": ("minLength", "maxLength"),
+            "list": ("minItems", "maxItems"),
+            "map": ("minProperties", "maxProperties"),
+            "int": ("minimum", "maximum"),
+            "float": ("minimum", "maximum"),
+        }.get(self.kind)
+        if bounds is not None:
+            if self.min is not None:
+                out[bounds[0]] = _num(self.min)
+            if self.max is not None:
+                out[bounds[1]] = _num(self.max)
+        if self.pattern is not None:
+            out["pattern"] = f"^(?:{self.pattern})$"
+        if self.choices is not None:
+            out["enum"] = list(self.choices)
+        if self.items is not None:
+            out["items"] = self.items.json_schema()
+        if self.schema is not None:
+            out.update(self.schema.json_schema())
+        if self.default is not None:
+            out["default"] = self.default
+        return out
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A named map of fields. Unknown keys are dropped, not rejected, so a newer
+    peer can add fields without breaking an older one."""
+
+    name: str
+    fields: tuple[Field, ...]
+    doc: str = ""
+    _by_name: dict[str, Field] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
+
+    def validate(self, data: object, prefix: str = "") -> dict[str, Any]:
+        """Return a new dict holding only declared fields, checked and defaulted."""
+        if not isinstance(data, Mapping):
+            raise SchemaError(f"{prefix.rstrip('.') or self.name}: must be an object")
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            where = f"{prefix}{f.name}"
+            if f.name in data:
+                out[f.name] = f.check(data[f.name], where)
+            elif f.required:
+                raise SchemaError(f"{where}: is required")
+            else:
+                out[f.name] = f.default
+        return out
+
+    def json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "object",
+            "properties": {f.name: f.json_schema() for f in self.fields},
+        }
+        required = [f.name for f in self.fields if f.required]
+        if required:
+            out["required"] = required
+        if self.doc:
+            out["description"] = self.doc
+        return out
+
+
+def _num(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
