@@ -13,8 +13,10 @@ from aiohttp_session import session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from beeyard.server import context
-from beeyard.server.api import health
+from beeyard.server.api import api_keys, audit, auth, docs, health, mobile, sessions, two_factor, users
 from beeyard.server.auth.keys import Keys
+from beeyard.server.auth.login import LIMITER
+from beeyard.server.auth.ratelimit import LoginLimiter
 from beeyard.server.auth.middleware import auth_middleware
 from beeyard.server.config import Settings
 from beeyard.server.db import bootstrap, embedded, migrate, pool
@@ -28,7 +30,7 @@ log = logging.getLogger("beeyard.server")
 
 SESSION_COOKIE = "beeyard_session"
 
-API_MODULES = [health]
+API_MODULES = [health, auth, sessions, users, two_factor, api_keys, mobile, audit, docs]
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
@@ -77,6 +79,9 @@ def create_app(settings: Settings) -> web.Application:
     app[context.KEYS] = keys
     app[context.STARTED] = time.monotonic()
     app[context.TASKS] = {}
+    app[LIMITER] = LoginLimiter(
+        settings.login_max_failures, settings.login_window, settings.login_lockout
+    )
     for module in API_MODULES:
         routing.install(app, module.ROUTES)
     app.on_startup.insert(0, _check_routes)  # before the database starts

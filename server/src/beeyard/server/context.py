@@ -29,6 +29,7 @@ AUDIT_TARGET = web.RequestKey("audit_target", str)  # what a write acted on, e.g
 AUDIT_ACTOR = web.RequestKey("audit_actor", str)  # the username a login attempt named
 AUDIT_DETAIL = web.RequestKey("audit_detail", dict)
 REQUEST_ID = web.RequestKey("request_id", str)
+RATE_HEADERS = web.RequestKey("rate_headers", dict)  # X-RateLimit-* for rate-limited routes
 
 
 def pool(request: web.Request) -> asyncpg.Pool:

@@ -19,12 +19,18 @@ class ApiError(Exception):
     """A failure the client caused or may act on; rendered as ``{"error": message}``."""
 
     def __init__(
-        self, status: int, message: str, *, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.extra = extra or {}  # machine-readable hints beside "error", e.g. totp_required
 
 
 def _default(value: Any) -> Any:
@@ -51,6 +57,11 @@ def ok(data: Any = None, *, status: int = 200, **extra: Any) -> web.Response:
 
 
 def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=headers, dumps=dumps)
+    return web.json_response(
+        {"error": message, **(extra or {})}, status=status, headers=headers, dumps=dumps
+    )

@@ -11,10 +11,11 @@ import logging
 import re
 import uuid
 
+import asyncpg
 from aiohttp import web
 
 from beeyard.server.auth.principal import Denied
-from beeyard.server.context import REQUEST_ID
+from beeyard.server.context import RATE_HEADERS, REQUEST_ID
 from beeyard.server.http.envelope import ApiError, error_response
 from beeyard.server.http.routing import Handler, declaration
 
@@ -59,7 +60,7 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise ApiError(413, f"request body too large: limit is {decl.max_body} bytes")
         response = await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.message, exc.headers)
+        response = error_response(exc.status, exc.message, exc.headers, exc.extra)
     except Denied as exc:
         response = error_response(exc.status, exc.message)
     except web.HTTPException as exc:
@@ -69,10 +70,15 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         response = error_response(exc.status, _message(exc), headers)
+    except (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError):
+        log.exception("database unavailable in %s %s [request %s]", request.method, request.path, request_id)
+        response = error_response(503, "database unavailable; try again shortly", {"Retry-After": "5"})
     except Exception:
         log.exception("unhandled error in %s %s [request %s]", request.method, request.path, request_id)
         response = error_response(500, f"internal error (request id {request_id})")
     response.headers["X-Request-Id"] = request_id
+    response.headers.update(request.get(RATE_HEADERS, {}))
     _security_headers(request, response)
     return response
 

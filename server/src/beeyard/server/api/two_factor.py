@@ -1,0 +1,5 @@
+"""(to be written)"""
+
+from beeyard.server.http.routing import Route
+
+ROUTES: list[Route] = []
