@@ -154,7 +154,9 @@ class Api:
     async def delete(self, path: str, **kw: Any) -> tuple[int, dict[str, Any]]:
         return await self.call("DELETE", path, **kw)
 
-    async def login(self, username: str = "admin", password: str = ADMIN_PASSWORD, **extra: Any) -> dict[str, Any]:
+    async def login(
+        self, username: str = "admin", password: str = ADMIN_PASSWORD, **extra: Any
+    ) -> dict[str, Any]:
         status, body = await self.post(
             "/api/auth/login", {"username": username, "password": password, **extra}
         )

@@ -13,11 +13,21 @@ from aiohttp_session import session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from beeyard.server import context
-from beeyard.server.api import api_keys, audit, auth, docs, health, mobile, sessions, two_factor, users
+from beeyard.server.api import (
+    api_keys,
+    audit,
+    auth,
+    docs,
+    health,
+    mobile,
+    sessions,
+    two_factor,
+    users,
+)
 from beeyard.server.auth.keys import Keys
 from beeyard.server.auth.login import LIMITER
-from beeyard.server.auth.ratelimit import LoginLimiter
 from beeyard.server.auth.middleware import auth_middleware
+from beeyard.server.auth.ratelimit import LoginLimiter
 from beeyard.server.config import Settings
 from beeyard.server.db import bootstrap, embedded, migrate, pool
 from beeyard.server.http import routing
@@ -72,7 +82,12 @@ def create_app(settings: Settings) -> web.Application:
         secure=settings.secure_cookies,
     )
     app = web.Application(
-        middlewares=[edge_middleware, session_middleware(storage), audit_middleware, auth_middleware],
+        middlewares=[
+            edge_middleware,  # request id, headers, every failure as JSON
+            session_middleware(storage),  # decrypts the session cookie
+            audit_middleware,  # sees the final outcome of each write, denials included
+            auth_middleware,  # principal, access, CSRF, then the body
+        ],
         client_max_size=routing.DEFAULT_MAX_BODY,
     )
     app[context.SETTINGS] = settings

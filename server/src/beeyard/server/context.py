@@ -42,7 +42,7 @@ def settings(request: web.Request) -> Settings:
 
 def principal(request: web.Request) -> Principal:
     """The caller of a route that requires one (the middleware has checked it is there)."""
-    p = request.get(PRINCIPAL)
+    p: Principal | None = request.get(PRINCIPAL)
     if p is None:  # pragma: no cover - a route declared PUBLIC asked for a principal
         raise RuntimeError("principal() called on an anonymous request")
     return p

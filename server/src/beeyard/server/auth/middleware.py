@@ -90,7 +90,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if decl.access != "public":
             raise
         principal = None  # a stale credential must not block a public route such as login
-    request[context.PRINCIPAL] = principal
+    request[context.PRINCIPAL] = principal  # type: ignore[misc]
     authorize(decl.access, request.method, principal)
     if principal is not None and principal.kind == "session" and decl.is_write:
         sent = request.headers.get(CSRF_HEADER, "")

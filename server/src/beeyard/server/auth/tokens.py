@@ -12,8 +12,8 @@ import hmac
 import secrets
 
 API_KEY_PREFIX = "beeyard_"
-ACCESS_TOKEN_PREFIX = "bya_"
-REFRESH_TOKEN_PREFIX = "byr_"
+ACCESS_TOKEN_PREFIX = "bya_"  # noqa: S105 - a prefix, not a secret
+REFRESH_TOKEN_PREFIX = "byr_"  # noqa: S105
 
 
 def new_secret(prefix: str = "") -> tuple[str, bytes]:

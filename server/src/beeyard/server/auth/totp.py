@@ -26,7 +26,9 @@ def uri(secret: str, username: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=username, issuer_name=ISSUER)
 
 
-def matching_step(secret: str, code: str, last_step: int | None, now: float | None = None) -> int | None:
+def matching_step(
+    secret: str, code: str, last_step: int | None, now: float | None = None
+) -> int | None:
     """The time step ``code`` belongs to, if it is valid and newer than ``last_step``."""
     code = code.strip().replace(" ", "")
     if not (code.isdigit() and len(code) == 6):

@@ -15,7 +15,7 @@ from beeyard.server.db import users
 log = logging.getLogger("beeyard.server.bootstrap")
 
 ADMIN = "admin"
-PASSWORD_FILE = "initial-admin-password"
+PASSWORD_FILE = "initial-admin-password"  # noqa: S105 - a file name
 
 
 async def ensure_admin(conn: asyncpg.Connection, settings: Settings) -> None:

@@ -156,7 +156,7 @@ class EmbeddedPostgres:
                     "directory such as /var/lib/beeyard, or set BEEYARD_DATABASE_URL."
                 )
         self.root.mkdir(mode=0o711, exist_ok=True)
-        os.chmod(self.root, 0o711)
+        os.chmod(self.root, 0o711)  # noqa: S103 - search only, so beeyard-pg reaches its dirs
         for d in (self.pgdata, self.socket_dir):
             d.mkdir(mode=0o700, exist_ok=True)
             os.chmod(d, 0o700)

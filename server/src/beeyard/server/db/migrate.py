@@ -79,7 +79,9 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
 
 
 async def status(conn: asyncpg.Connection) -> dict[str, object]:
-    rows = await conn.fetch("SELECT version, name, applied_at FROM schema_migrations ORDER BY version")
+    rows = await conn.fetch(
+        "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+    )
     latest = available()[-1].version
     current = rows[-1]["version"] if rows else 0
     return {

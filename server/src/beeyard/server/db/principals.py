@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncpg
 
-SESSION = """
+SESSION_SQL = """
 SELECT s.id, s.csrf_token, s.last_seen_at < now() - interval '60 seconds' AS stale,
        u.id AS user_id, u.username, u.role
   FROM sessions s JOIN users u ON u.id = s.user_id
@@ -16,15 +16,16 @@ SELECT s.id, s.csrf_token, s.last_seen_at < now() - interval '60 seconds' AS sta
    AND NOT u.disabled
 """
 
-API_KEY = """
-SELECT k.id, k.scope, k.last_used_at IS NULL OR k.last_used_at < now() - interval '60 seconds' AS stale,
+API_KEY_SQL = """
+SELECT k.id, k.scope,
+       k.last_used_at IS NULL OR k.last_used_at < now() - interval '60 seconds' AS stale,
        u.id AS user_id, u.username, u.role
   FROM api_keys k JOIN users u ON u.id = k.user_id
  WHERE k.key_digest = $1 AND k.revoked_at IS NULL
    AND (k.expires_at IS NULL OR k.expires_at > now()) AND NOT u.disabled
 """
 
-ACCESS_TOKEN = """
+ACCESS_TOKEN_SQL = """
 SELECT d.id, d.last_seen_at < now() - interval '60 seconds' AS stale,
        u.id AS user_id, u.username, u.role
   FROM mobile_tokens t
@@ -36,15 +37,15 @@ SELECT d.id, d.last_seen_at < now() - interval '60 seconds' AS stale,
 
 
 async def session(pool: asyncpg.Pool, digest: bytes) -> asyncpg.Record | None:
-    return await pool.fetchrow(SESSION, digest)
+    return await pool.fetchrow(SESSION_SQL, digest)
 
 
 async def api_key(pool: asyncpg.Pool, digest: bytes) -> asyncpg.Record | None:
-    return await pool.fetchrow(API_KEY, digest)
+    return await pool.fetchrow(API_KEY_SQL, digest)
 
 
 async def access_token(pool: asyncpg.Pool, digest: bytes) -> asyncpg.Record | None:
-    return await pool.fetchrow(ACCESS_TOKEN, digest)
+    return await pool.fetchrow(ACCESS_TOKEN_SQL, digest)
 
 
 async def touch(pool: asyncpg.Pool, kind: str, credential_id: int) -> None:

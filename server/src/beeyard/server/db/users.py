@@ -44,7 +44,7 @@ async def accept_totp_step(pool: asyncpg.Pool, user_id: int, step: int) -> bool:
             WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)""",
         user_id, step,
     )
-    return done == "UPDATE 1"
+    return bool(done == "UPDATE 1")
 
 
 async def use_recovery_code(pool: asyncpg.Pool, user_id: int, digest: bytes) -> bool:
@@ -53,7 +53,7 @@ async def use_recovery_code(pool: asyncpg.Pool, user_id: int, digest: bytes) -> 
             WHERE user_id = $1 AND code_digest = $2 AND used_at IS NULL""",
         user_id, digest,
     )
-    return done == "UPDATE 1"
+    return bool(done == "UPDATE 1")
 
 
 async def record_login(pool: asyncpg.Pool, user_id: int) -> None:

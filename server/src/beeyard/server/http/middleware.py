@@ -32,6 +32,15 @@ UI_CSP = (
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
 
 
+_DATABASE_DOWN = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
 def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     h = response.headers
     h.setdefault("X-Content-Type-Options", "nosniff")
@@ -70,12 +79,14 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         response = error_response(exc.status, _message(exc), headers)
-    except (ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError):
-        log.exception("database unavailable in %s %s [request %s]", request.method, request.path, request_id)
-        response = error_response(503, "database unavailable; try again shortly", {"Retry-After": "5"})
+    except _DATABASE_DOWN:
+        log.exception("database unavailable [request %s]", request_id)
+        response = error_response(
+            503, "database unavailable; try again shortly", {"Retry-After": "5"}
+        )
     except Exception:
-        log.exception("unhandled error in %s %s [request %s]", request.method, request.path, request_id)
+        log.exception("unhandled error in %s %s [request %s]",
+                      request.method, request.path, request_id)
         response = error_response(500, f"internal error (request id {request_id})")
     response.headers["X-Request-Id"] = request_id
     response.headers.update(request.get(RATE_HEADERS, {}))
@@ -85,7 +96,8 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 def _message(exc: web.HTTPException) -> str:
     if isinstance(exc, web.HTTPNotFound):
-        return f"not found: {exc.text}" if exc.text and not exc.text.startswith("404") else "not found"
+        custom = exc.text and not exc.text.startswith("404")
+        return f"not found: {exc.text}" if custom else "not found"
     if isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
         return f"method {exc.method} is not allowed on this path (allowed: {allowed})"

@@ -73,7 +73,7 @@ STATIC = web.AppKey("static_routes", set)  # AbstractRoute objects that serve fi
 
 
 def install(app: web.Application, routes: Iterable[Route]) -> None:
-    table: dict[AbstractRoute, Route] = app.setdefault(ROUTES, {})  # type: ignore[arg-type]
+    table: dict[AbstractRoute, Route] = app.setdefault(ROUTES, {})
     for r in routes:
         registered = app.router.add_route(r.method, r.path, r.handler, name=r.name)
         table[registered] = r
@@ -81,7 +81,7 @@ def install(app: web.Application, routes: Iterable[Route]) -> None:
 
 def add_static(app: web.Application, prefix: str, path: Any) -> None:
     """Serve a folder publicly; declared here so the completeness check knows it is meant."""
-    static: set[AbstractRoute] = app.setdefault(STATIC, set())  # type: ignore[arg-type]
+    static: set[AbstractRoute] = app.setdefault(STATIC, set())
     resource = app.router.add_static(prefix, path, append_version=False)
     static.update(resource)
 

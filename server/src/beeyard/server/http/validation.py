@@ -16,6 +16,9 @@ from beeyard.server.http.envelope import ApiError
 from beeyard.server.http.routing import Route
 from beeyard.shared.schema import Schema, SchemaError
 
+# Clients that forget the header send octet-stream or text/plain; JSON is what we parse.
+_JSON_TYPES = ("application/json", "application/octet-stream", "text/plain")
+
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
@@ -33,7 +36,7 @@ async def read_body(request: web.Request, decl: Route) -> dict[str, Any]:
     raw = await read_limited(request, decl.max_body) if request.body_exists else b""
     if raw.strip():
         ctype = request.content_type
-        if ctype not in ("application/json", "application/octet-stream", "text/plain") and not ctype.endswith("+json"):
+        if ctype not in _JSON_TYPES and not ctype.endswith("+json"):
             raise ApiError(415, f"request body must be application/json, got {ctype}")
         try:
             data = json.loads(raw)
