@@ -33,7 +33,7 @@ SELECT d.id, d.last_seen_at < now() - interval '60 seconds' AS stale,
   JOIN users u ON u.id = d.user_id
  WHERE t.token_digest = $1 AND t.kind = 'access' AND t.expires_at > now()
    AND d.revoked_at IS NULL AND NOT u.disabled
-"""
+"""  # noqa: S105 - SQL, not a secret
 
 
 async def session(pool: asyncpg.Pool, digest: bytes) -> asyncpg.Record | None:
