@@ -152,7 +152,9 @@ class Field:
         if self.items is not None:
             out["items"] = self.items.json_schema()
         if self.schema is not None:
-            out.update(self.schema.json_schema())
+            nested = self.schema.json_schema()
+            nested.pop("type")  # keep ours, which may say nullable
+            out.update(nested)
         if self.default is not None:
             out["default"] = self.default
         return out

@@ -1,0 +1,98 @@
+"""The schema vocabulary that guards both the wire and the REST API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from beeyard.shared.schema import Field, Schema, SchemaError
+
+USER = Schema(
+    "user",
+    (
+        Field("username", "str", min=1, max=64, pattern=r"[a-z0-9._-]+"),
+        Field("age", "int", required=False, min=0, max=200),
+        Field("ratio", "float", required=False, min=0, max=1),
+        Field("role", "str", required=False, choices=("admin", "viewer"), default="viewer"),
+        Field("tags", "list", required=False, max=3, items=Field("tag", "str", max=8)),
+        Field("blob", "bin", required=False, max=4),
+        Field("flag", "bool", required=False),
+        Field("nested", "map", required=False, nullable=True,
+              schema=Schema("inner", (Field("x", "int"),))),
+    ),
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_validate_raises_only_schema_error(data: Any) -> None:
+    try:
+        out = USER.validate(data)
+    except SchemaError as exc:
+        assert str(exc)
+    else:
+        assert set(out) == {f.name for f in USER.fields}
+
+
+@given(st.dictionaries(st.sampled_from([f.name for f in USER.fields]), json_values, max_size=8))
+def test_validate_field_level_inputs_raise_only_schema_error(data: dict[str, Any]) -> None:
+    data.setdefault("username", "ok")
+    try:
+        USER.validate(data)
+    except SchemaError as exc:
+        assert str(exc).split(":")[0].split(".")[0].split("[")[0] in data
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "username: is required"),
+        ({"username": ""}, "username: must have at least 1 characters"),
+        ({"username": "UPPER"}, "username: has an invalid format"),
+        ({"username": "a", "age": "3"}, "age: must be an integer"),
+        ({"username": "a", "age": True}, "age: must be an integer"),
+        ({"username": "a", "age": 201}, "age: must be at most 200"),
+        ({"username": "a", "ratio": float("nan")}, "ratio: must be a finite number"),
+        ({"username": "a", "role": "root"}, "role: must be one of admin, viewer"),
+        ({"username": "a", "tags": ["x"] * 4}, "tags: must have at most 3 items"),
+        ({"username": "a", "tags": ["toolongtag"]}, "tags[0]: must have at most 8 characters"),
+        ({"username": "a", "blob": b"12345"}, "blob: must have at most 4 bytes"),
+        ({"username": "a", "nested": {"x": "1"}}, "nested.x: must be an integer"),
+        ({"username": "a", "flag": None}, "flag: must not be null"),
+        ([1, 2], "user: must be an object"),
+    ],
+)
+def test_errors_name_the_field_and_rule(data: Any, message: str) -> None:
+    with pytest.raises(SchemaError) as caught:
+        USER.validate(data)
+    assert str(caught.value) == message
+
+
+def test_defaults_unknown_fields_and_conversion() -> None:
+    out = USER.validate({"username": "a", "ratio": 1, "unknown": 5, "nested": None})
+    assert out["role"] == "viewer"
+    assert out["ratio"] == 1.0 and isinstance(out["ratio"], float)
+    assert "unknown" not in out
+    assert out["nested"] is None
+
+
+def test_json_schema_mirrors_the_declaration() -> None:
+    js = USER.json_schema()
+    assert js["required"] == ["username"]
+    props = js["properties"]
+    assert props["username"] == {"type": "string", "minLength": 1, "maxLength": 64,
+                                 "pattern": "^(?:[a-z0-9._-]+)$"}
+    assert props["role"]["enum"] == ["admin", "viewer"]
+    assert props["tags"]["items"]["maxLength"] == 8
+    assert props["nested"]["type"] == ["object", "null"]
+    assert props["nested"]["properties"]["x"]["type"] == "integer"

@@ -1,0 +1,46 @@
+"""TOTP codes are accepted once, within one step of drift; recovery codes are well formed."""
+
+from __future__ import annotations
+
+import pyotp
+
+from beeyard.server.auth import totp
+
+
+def test_code_matches_its_step_once() -> None:
+    secret = totp.new_secret()
+    now = 1_700_000_000.0
+    step = int(now // 30)
+    code = pyotp.TOTP(secret).at(now)
+    assert totp.matching_step(secret, code, None, now) == step
+    assert totp.matching_step(secret, code, step, now) is None  # replay
+    assert totp.matching_step(secret, code, step - 1, now) == step
+
+
+def test_drift_of_one_step_either_way_and_no_more() -> None:
+    secret = totp.new_secret()
+    now = 1_700_000_000.0
+    t = pyotp.TOTP(secret)
+    assert totp.matching_step(secret, t.at(now - 30), None, now) is not None
+    assert totp.matching_step(secret, t.at(now + 30), None, now) is not None
+    assert totp.matching_step(secret, t.at(now - 90), None, now) is None
+
+
+def test_malformed_codes_are_refused() -> None:
+    secret = totp.new_secret()
+    for bad in ("", "12345", "1234567", "abcdef", "12 34 5x"):
+        assert totp.matching_step(secret, bad, None) is None
+
+
+def test_recovery_codes_are_unique_and_normalise() -> None:
+    codes = totp.new_recovery_codes()
+    assert len(set(codes)) == totp.RECOVERY_CODES
+    for code in codes:
+        assert len(code) == 19 and code.count("-") == 3
+        assert totp.normalise_recovery_code(f" {code.upper()} ") == code.replace("-", "")
+
+
+def test_uri_names_issuer_and_user() -> None:
+    uri = totp.uri(totp.new_secret(), "alice")
+    assert uri.startswith("otpauth://totp/Beeyard:alice?")
+    assert "issuer=Beeyard" in uri
