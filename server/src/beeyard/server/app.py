@@ -3,7 +3,7 @@ settings → database → middleware → routes → background services."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +35,7 @@ from beeyard.server.http.audit import audit_middleware
 from beeyard.server.http.middleware import edge_middleware
 from beeyard.server.services import background
 from beeyard.server.services.housekeeping import housekeeping
+from beeyard.server.web import install as install_web_ui
 
 log = logging.getLogger("beeyard.server")
 
@@ -45,26 +46,17 @@ API_MODULES = [health, auth, sessions, users, two_factor, api_keys, mobile, audi
 
 async def database(app: web.Application) -> AsyncIterator[None]:
     settings = app[context.SETTINGS]
-    server: embedded.EmbeddedPostgres | None = None
-    if settings.database_url is None:
-        server = embedded.EmbeddedPostgres(settings.data_dir)
-        await asyncio.to_thread(server.start)
-        await pool.ensure_database(server.admin_dsn, embedded.DATABASE)
-        dsn = server.dsn
-    else:
+    async with contextlib.AsyncExitStack() as stack:
         dsn = settings.database_url
-    log.info("connecting to %s", pool.redact(dsn))
-    try:
-        app[context.POOL] = await pool.create_pool(dsn)
+        if dsn is None:  # a private PostgreSQL in the data directory, stopped on exit
+            dsn = (await stack.enter_async_context(embedded.running(settings.data_dir))).dsn
+        log.info("connecting to %s", pool.redact(dsn))
+        app[context.POOL] = await pool.create_pool(dsn, wait=settings.database_wait)
+        stack.push_async_callback(app[context.POOL].close)
         async with app[context.POOL].acquire() as conn:
             await migrate.migrate(conn)
             await bootstrap.ensure_admin(conn, settings)
         yield
-    finally:
-        if context.POOL in app:
-            await app[context.POOL].close()
-        if server is not None:
-            await asyncio.to_thread(server.stop)
 
 
 async def _check_routes(app: web.Application) -> None:
@@ -99,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     for module in API_MODULES:
         routing.install(app, module.ROUTES)
+    install_web_ui(app)  # the UI at /, Swagger UI at /swagger-ui/
     app.on_startup.insert(0, _check_routes)  # before the database starts
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(background(housekeeping))

