@@ -7,10 +7,10 @@ import hashlib
 from typing import Any
 
 import pyotp
-from conftest import ADMIN_PASSWORD
 
 from beeyard.server import context
 from beeyard.server.auth.passwords import hash_sync
+from conftest import ADMIN_PASSWORD
 
 PASSWORD = "members only, please"
 HEALTH = "/api/admin/health/detailed"  # an admin route to prove a token authenticates
@@ -393,7 +393,7 @@ async def test_login_needs_the_second_factor_once_enabled(api: Any, client: Any,
 
 async def test_login_lockout_after_five_failures(api: Any, new_api: Any) -> None:
     for attempt in range(5):
-        status, body = await api.post("/api/mobile/auth/login", {
+        status, _ = await api.post("/api/mobile/auth/login", {
             "username": "admin", "password": f"wrong password {attempt}", "device_name": "p",
         })
         assert status == 401, attempt

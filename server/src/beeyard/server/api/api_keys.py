@@ -13,6 +13,7 @@ changes or ends what the key can do at once. ``scope`` narrows further: a
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from beeyard.shared.schema import Field, Schema
 PREFIX_LENGTH = 8  # characters after "beeyard_" kept for display
 MAX_DAYS = 3650
 _MAX_ID = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,30}")  # ASCII only: str.isdigit() accepts "²", int() does not
 
 _KEY_FIELDS: dict[str, Any] = {
     "id": {"type": "integer"},
@@ -100,7 +102,7 @@ def _expiry(body: dict[str, Any]) -> dt.datetime | None:
 def key_id(request: web.Request) -> int:
     """The ``{id}`` path segment as a database id; junk is a 422, never a 500."""
     raw = request.match_info["id"]
-    if not raw.isdigit():
+    if not _DIGITS.fullmatch(raw):
         raise ApiError(422, f"id must be a positive integer, got {raw[:40]!r}")
     value = int(raw)
     if value > _MAX_ID:

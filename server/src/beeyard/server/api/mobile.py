@@ -20,6 +20,7 @@ own, which is the attack CSRF protection is for.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +35,7 @@ from beeyard.server.http.routing import route
 from beeyard.shared.schema import Field, Schema
 
 _MAX_ID = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,30}")  # ASCII only: str.isdigit() accepts "²", int() does not
 
 LOGIN = Schema("MobileLogin", (
     Field("username", "str", min=1, max=200),
@@ -126,7 +128,7 @@ def _as_device(request: web.Request, device_id: int, user_id: int, username: str
 def device_id(request: web.Request) -> int:
     """The ``{id}`` path segment as a database id; junk is a 422, never a 500."""
     raw = request.match_info["id"]
-    if not raw.isdigit():
+    if not _DIGITS.fullmatch(raw):
         raise ApiError(422, f"id must be a positive integer, got {raw[:40]!r}")
     value = int(raw)
     if value > _MAX_ID:
