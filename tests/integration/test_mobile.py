@@ -168,9 +168,10 @@ async def test_refresh_rotates_and_reuse_revokes_the_whole_family(api: Any, db: 
         "SELECT revoked_at FROM mobile_devices WHERE id = $1", first["device_id"]
     ) is not None
     audit = await db.fetchrow(
-        "SELECT outcome, status, target, detail FROM audit_logs "
+        "SELECT outcome, status, target, actor, detail FROM audit_logs "
         "WHERE action = 'mobile.refresh' AND detail->>'reason' = 'reused'"
     )
+    assert audit["actor"] == "admin"  # whose device was signed out
     assert audit["outcome"] == "denied"
     assert audit["status"] == 401
     assert audit["target"] == f"device:{first['device_id']}"

@@ -182,6 +182,8 @@ async def refresh(request: web.Request) -> web.Response:
     if isinstance(result, db.Refused):
         if result.device_id is not None:
             request[context.AUDIT_TARGET] = f"device:{result.device_id}"
+        if result.username is not None:
+            request[context.AUDIT_ACTOR] = result.username
         request[context.AUDIT_DETAIL] = {"reason": result.reason.value}
         raise ApiError(401, _REFUSED[result.reason])
     _as_device(request, result.device_id, result.user_id, result.username, result.role)

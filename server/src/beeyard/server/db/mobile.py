@@ -42,6 +42,7 @@ class Reason(enum.Enum):
 class Refused:
     reason: Reason
     device_id: int | None = None  # for the audit record, when the token was known
+    username: str | None = None  # whose device, likewise
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ async def refresh(
         seen = await conn.fetchrow(
             """SELECT t.kind, t.rotated_at IS NOT NULL AS rotated,
                       t.expires_at <= now() AS expired, d.id AS device_id,
-                      d.revoked_at IS NOT NULL AS revoked, u.disabled
+                      d.revoked_at IS NOT NULL AS revoked, u.disabled, u.username
                  FROM mobile_tokens t
                  JOIN mobile_devices d ON d.id = t.device_id
                  JOIN users u ON u.id = d.user_id
@@ -122,18 +123,18 @@ async def refresh(
         )
         if seen is None or seen["kind"] != "refresh":
             return Refused(Reason.INVALID)
-        device_id = int(seen["device_id"])
+        device_id, username = int(seen["device_id"]), str(seen["username"])
         if seen["disabled"]:
-            return Refused(Reason.INVALID, device_id)
+            return Refused(Reason.INVALID, device_id, username)
         if seen["revoked"]:
-            return Refused(Reason.SIGNED_OUT, device_id)
+            return Refused(Reason.SIGNED_OUT, device_id, username)
         if seen["rotated"]:
             await conn.execute(
                 "UPDATE mobile_devices SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
                 device_id,
             )
-            return Refused(Reason.REUSED, device_id)
-        return Refused(Reason.EXPIRED, device_id)
+            return Refused(Reason.REUSED, device_id, username)
+        return Refused(Reason.EXPIRED, device_id, username)
 
 
 async def list_devices(pool: asyncpg.Pool, user_id: int | None) -> list[dict[str, Any]]:
