@@ -29,6 +29,11 @@ _JSON_TYPES: dict[str, str] = {
 }
 
 
+# Valid in JSON ("\u0000", "\ud800") but not storable in PostgreSQL text nor encodable
+# as UTF-8: refused here so they surface as a 422, not as a database error.
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
 class SchemaError(ValueError):
     """Data does not match its schema; the message names the field and the rule."""
 
@@ -66,6 +71,8 @@ class Field:
         if kind == "str":
             if not isinstance(value, str):
                 raise SchemaError(f"{where}: must be a string")
+            if _UNSTORABLE.search(value):
+                raise SchemaError(f"{where}: must not contain NUL or unpaired surrogate characters")
             self._check_size(len(value), where, "characters")
             if self.pattern is not None and not re.fullmatch(self.pattern, value):
                 raise SchemaError(f"{where}: has an invalid format")

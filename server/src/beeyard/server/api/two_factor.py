@@ -1,5 +1,173 @@
-"""(to be written)"""
+"""Two-factor authentication with TOTP (RFC 6238) and one-time recovery codes.
 
-from beeyard.server.http.routing import Route
+Set-up is two steps so that nobody is locked out by a mistyped secret: ``setup``
+stores a new secret (encrypted with a key derived from the server secret) but
+leaves 2FA off; ``enable`` turns it on only after a code from that secret
+proves the authenticator has it. Turning 2FA off or replacing the recovery codes
+asks for the password (or a code) again, through the same throttle as sign-in,
+so a stolen session alone cannot do it.
+"""
 
-ROUTES: list[Route] = []
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from beeyard.server import context
+from beeyard.server.auth import passwords, tokens, totp
+from beeyard.server.auth.login import reauthenticate
+from beeyard.server.auth.principal import Access
+from beeyard.server.db import users
+from beeyard.server.http.envelope import ApiError, ok
+from beeyard.server.http.routing import route
+from beeyard.shared.schema import Field, Schema
+
+ENABLE = Schema("TwoFactorEnable", (
+    Field("code", "str", min=1, max=64, doc="the current 6-digit code from the authenticator"),
+))
+
+CONFIRM = Schema("TwoFactorConfirm", (
+    Field("password", "str", required=False, min=1, max=passwords.MAX_LENGTH, secret=True,
+          doc="your password"),
+    Field("code", "str", required=False, min=1, max=64,
+          doc="instead of the password: a current 6-digit code or an unused recovery code"),
+), doc="Confirm it is you: give password or code.")
+
+_STATUS = {
+    "type": "object",
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "pending": {"type": "boolean", "description": "set up but not yet enabled"},
+        "recovery_codes_remaining": {"type": "integer"},
+    },
+}
+_CODES = {
+    "type": "object",
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "recovery_codes": {"type": "array", "items": {"type": "string"},
+                           "description": "shown only this once; each works once"},
+    },
+}
+
+
+async def _state(request: web.Request) -> dict[str, Any]:
+    state = await users.totp_state(context.pool(request), context.principal(request).user_id)
+    if state is None:  # pragma: no cover - the principal lookup joined the row a moment ago
+        raise ApiError(401, "authentication required")
+    return state
+
+
+def _new_codes() -> tuple[list[str], list[bytes]]:
+    codes = totp.new_recovery_codes()
+    return codes, [tokens.digest(totp.normalise_recovery_code(c)) for c in codes]
+
+
+async def _confirm(request: web.Request) -> None:
+    principal = context.principal(request)
+    body = context.body(request)
+    if body["password"] is None and body["code"] is None:
+        raise ApiError(
+            422, "confirm it is you: give password, or code (a 6-digit or recovery code)"
+        )
+    await reauthenticate(
+        request, principal.user_id, principal.username,
+        password=body["password"], code=body["code"],
+    )
+
+
+@route("GET", "/api/auth/2fa", Access.ACCOUNT, "two_factor.status", tags=("2fa",),
+       response=_STATUS)
+async def status(request: web.Request) -> web.Response:
+    """Whether 2FA is on for your account, and how many recovery codes are left."""
+    state = await _state(request)
+    return ok({k: state[k] for k in ("enabled", "pending", "recovery_codes_remaining")})
+
+
+@route("POST", "/api/auth/2fa/setup", Access.ACCOUNT, "two_factor.setup", tags=("2fa",),
+       extra_statuses=(409,), response={"type": "object", "properties": {
+           "secret": {"type": "string", "description": "base32, for manual entry"},
+           "otpauth_uri": {"type": "string", "description": "render as a QR code"},
+           "enabled": {"type": "boolean"},
+       }})
+async def setup(request: web.Request) -> web.Response:
+    """Start 2FA set-up: a new secret for your authenticator. 2FA stays off until
+    ``/api/auth/2fa/enable`` confirms a code; calling this again replaces the secret."""
+    principal = context.principal(request)
+    request[context.AUDIT_TARGET] = f"user:{principal.user_id}"
+    secret = totp.new_secret()
+    sealed = request.app[context.KEYS].seal(secret)
+    if not await users.begin_totp(context.pool(request), principal.user_id, sealed):
+        raise ApiError(409, "two-factor authentication is already on; turn it off first "
+                            "to move to a new authenticator")
+    return ok({
+        "secret": secret,
+        "otpauth_uri": totp.uri(secret, principal.username),
+        "enabled": False,
+    })
+
+
+@route("POST", "/api/auth/2fa/enable", Access.ACCOUNT, "two_factor.enable", body=ENABLE,
+       tags=("2fa",), extra_statuses=(400, 409), response=_CODES)
+async def enable(request: web.Request) -> web.Response:
+    """Turn 2FA on with a code from the authenticator; returns 10 one-time recovery
+    codes, shown only now. From then on, sign-in needs ``totp_code``."""
+    principal = context.principal(request)
+    request[context.AUDIT_TARGET] = f"user:{principal.user_id}"
+    state = await _state(request)
+    if state["enabled"]:
+        raise ApiError(409, "two-factor authentication is already on")
+    if state["secret_enc"] is None:
+        raise ApiError(409, "no 2FA set-up in progress: call POST /api/auth/2fa/setup first")
+    secret = request.app[context.KEYS].open(state["secret_enc"])
+    step = totp.matching_step(secret, context.body(request)["code"], None)
+    if step is None:
+        raise ApiError(400, "the code does not match: enter the current 6-digit code, and "
+                            "check that the authenticator's clock is right")
+    codes, digests = _new_codes()
+    async with context.pool(request).acquire() as conn:
+        # The confirming code is marked used, so it cannot also sign in.
+        done = await users.enable_totp(conn, principal.user_id, state["secret_enc"], step, digests)
+    if not done:
+        raise ApiError(409, "2FA set-up changed meanwhile (set up again in another window?); "
+                            "start over with POST /api/auth/2fa/setup")
+    return ok({"enabled": True, "recovery_codes": codes})
+
+
+@route("POST", "/api/auth/2fa/disable", Access.ACCOUNT, "two_factor.disable", body=CONFIRM,
+       tags=("2fa",), rate_limited=True, extra_statuses=(403, 409, 429),
+       response={"type": "object", "properties": {"enabled": {"type": "boolean"}}})
+async def disable(request: web.Request) -> web.Response:
+    """Turn 2FA off; needs your password or a current code. Forgets the secret and
+    the recovery codes."""
+    principal = context.principal(request)
+    request[context.AUDIT_TARGET] = f"user:{principal.user_id}"
+    state = await _state(request)
+    if not state["enabled"] and not state["pending"]:
+        raise ApiError(409, "two-factor authentication is not on")
+    await _confirm(request)
+    async with context.pool(request).acquire() as conn:
+        await users.disable_totp(conn, principal.user_id)
+    return ok({"enabled": False})
+
+
+@route("POST", "/api/auth/2fa/recovery-codes", Access.ACCOUNT, "two_factor.recovery_codes",
+       body=CONFIRM, tags=("2fa",), rate_limited=True, extra_statuses=(403, 409, 429),
+       response=_CODES)
+async def regenerate(request: web.Request) -> web.Response:
+    """Replace your recovery codes with 10 new ones (the old ones stop working);
+    needs your password or a current code."""
+    principal = context.principal(request)
+    request[context.AUDIT_TARGET] = f"user:{principal.user_id}"
+    state = await _state(request)
+    if not state["enabled"]:
+        raise ApiError(409, "two-factor authentication is not on")
+    await _confirm(request)
+    codes, digests = _new_codes()
+    async with context.pool(request).acquire() as conn, conn.transaction():
+        await users.replace_recovery_codes(conn, principal.user_id, digests)
+    return ok({"enabled": True, "recovery_codes": codes})
+
+
+ROUTES = [status, setup, enable, disable, regenerate]

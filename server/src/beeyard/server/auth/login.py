@@ -90,3 +90,41 @@ async def _second_factor(request: web.Request, user: object, code: str) -> bool:
             request[context.AUDIT_DETAIL] = {"recovery_code": True}
         return used
     return False
+
+
+async def reauthenticate(
+    request: web.Request, user_id: int, username: str, *,
+    password: str | None = None, code: str | None = None,
+) -> None:
+    """Confirm that a signed-in person is present, before a change a stolen session
+    must not make on its own (password, 2FA): by password, or by a TOTP or recovery
+    code when 2FA is on. Counted toward the same lockout as sign-in, so a session
+    cannot be used to guess the password without limit. Raises 403 or 429."""
+    limiter = request.app[LIMITER]
+    keys = _keys(request, username)
+    wait = limiter.retry_after(keys)
+    if wait:
+        request[context.RATE_HEADERS] = limiter.headers(keys)
+        request[context.AUDIT_DETAIL] = {"reason": "locked out"}
+        raise ApiError(
+            429, f"too many failed attempts; try again in {wait} seconds",
+            headers={"Retry-After": str(wait)},
+        )
+    user = await users.credentials(context.pool(request), user_id)
+    if user is None:  # deleted between the principal lookup and now
+        raise ApiError(401, "authentication required")
+    if password is not None:
+        confirmed = await passwords.verify_password(password, user["password_hash"])
+        reason, message = "wrong password", "the password is wrong"
+    elif code is not None and user["totp_enabled"]:
+        confirmed = await _second_factor(request, user, code)
+        reason, message = "bad two-factor code", "the two-factor code is wrong or already used"
+    else:
+        raise ApiError(422, "confirm with your password (or a two-factor code when 2FA is on)")
+    if not confirmed:
+        limiter.fail(keys)
+        request[context.RATE_HEADERS] = limiter.headers(keys)
+        request[context.AUDIT_DETAIL] = {"reason": reason}
+        raise ApiError(403, message)
+    limiter.succeed(keys[1:])
+    request[context.RATE_HEADERS] = limiter.headers(keys)

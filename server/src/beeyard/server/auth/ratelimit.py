@@ -45,10 +45,15 @@ class LoginLimiter:
         return max(0, math.ceil(wait))
 
     def remaining(self, keys: Iterable[str]) -> int:
-        return max(0, min(
-            (self.max_failures - len(self._entry(k).failures) for k in keys),
-            default=self.max_failures,
-        ))
+        """Failures left before a lockout; 0 while any key is locked (its count was
+        cleared when the lock began, which must not read as a fresh allowance)."""
+        now = self.clock()
+        left = []
+        for k in keys:
+            entry = self._entry(k)
+            locked = entry.locked_until > now
+            left.append(0 if locked else self.max_failures - len(entry.failures))
+        return max(0, min(left, default=self.max_failures))
 
     def fail(self, keys: Iterable[str]) -> None:
         now = self.clock()

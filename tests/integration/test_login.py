@@ -1,0 +1,319 @@
+"""Browser sign-in and sign-out, the session cookie, CSRF, and the sign-in throttle
+(5 failures per 60 s per IP and per account → 429 for 300 s)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+import aiohttp
+import pytest
+
+from beeyard.server.app import SESSION_COOKIE, create_app
+from beeyard.server.auth.login import LIMITER
+from beeyard.server.auth.ratelimit import LoginLimiter
+
+PASSWORD = "a long enough passphrase"
+
+
+class Clock:
+    """A monotonic clock the test moves by hand, so lockouts need no sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def make_user(api: Any, username: str, role: str = "member") -> int:
+    status, body = await api.post(
+        "/api/users", {"username": username, "password": PASSWORD, "role": role}
+    )
+    assert status == 201, body
+    return int(body["data"]["id"])
+
+
+async def attempt(
+    client: Any, username: str, password: str, **extra: Any
+) -> tuple[int, dict[str, Any], Any]:
+    """One sign-in, returning status, JSON and headers."""
+    payload = {"username": username, "password": password, **extra}
+    async with client.post("/api/auth/login", json=payload) as resp:
+        return resp.status, await resp.json(), resp.headers
+
+
+# -- sign-in, cookie, CSRF -----------------------------------------------------------
+
+
+async def test_login_creates_session_and_cookie(api: Any, client: Any, db: Any,
+                                                settings: Any) -> None:
+    before = dt.datetime.now(dt.UTC)
+    payload = {"username": "admin", "password": settings.admin_password}
+    async with client.post("/api/auth/login", json=payload) as resp:
+        assert resp.status == 200
+        data = (await resp.json())["data"]
+        set_cookie = resp.headers["Set-Cookie"]
+    api.csrf = data["csrf_token"]
+    assert data["user"] == {"id": 1, "username": "admin", "role": "admin", "totp_enabled": False}
+    expires = dt.datetime.fromisoformat(data["expires_at"])
+    assert abs((expires - before).total_seconds() - settings.session_ttl) < 60
+
+    row = await db.fetchrow("SELECT * FROM sessions")
+    assert row["user_id"] == 1
+    assert row["csrf_token"] == data["csrf_token"]
+    assert row["revoked_at"] is None
+    assert len(row["token_digest"]) == 32  # a SHA-256 digest, never the token itself
+
+    assert set_cookie.startswith(f"{SESSION_COOKIE}=")
+    assert "HttpOnly" in set_cookie
+    assert "SameSite=Strict" in set_cookie
+    assert f"Max-Age={settings.session_ttl}" in set_cookie
+    # The cookie is encrypted: neither the CSRF token nor the digest appears in it.
+    assert data["csrf_token"] not in set_cookie
+    assert row["token_digest"].hex() not in set_cookie
+
+    status, body = await api.get("/api/auth/me")
+    assert status == 200
+    assert body["data"]["user"]["username"] == "admin"
+    assert body["data"]["principal"]["kind"] == "session"
+    assert body["data"]["csrf_token"] == data["csrf_token"]
+    assert body["data"]["session"]["id"] == row["id"]
+    assert "password_hash" not in body["data"]["user"]
+    assert (await db.fetchval("SELECT last_login_at FROM users WHERE id = 1")) is not None
+
+
+async def test_username_is_case_insensitive(api: Any) -> None:
+    data = await api.login("ADMIN")
+    assert data["user"]["username"] == "admin"
+
+
+async def test_wrong_password_and_unknown_user_look_the_same(api: Any, db: Any) -> None:
+    wrong = await api.post("/api/auth/login", {"username": "admin", "password": "not it at all"})
+    unknown = await api.post("/api/auth/login", {"username": "nobody", "password": "not it at all"})
+    assert wrong == unknown == (401, {"error": "invalid username or password"})
+    assert await db.fetchval("SELECT count(*) FROM sessions") == 0
+
+
+async def test_me_needs_a_principal(api: Any) -> None:
+    assert await api.get("/api/auth/me") == (401, {"error": "authentication required"})
+
+
+async def test_cookie_writes_need_the_csrf_token(api: Any) -> None:
+    data = await api.login()
+    api.csrf = None
+    status, body = await api.post("/api/auth/logout")
+    assert status == 403
+    assert "X-CSRF-Token" in body["error"]
+    status, _ = await api.post("/api/auth/logout", headers={"X-CSRF-Token": "forged"})
+    assert status == 403
+    status, _ = await api.post("/api/auth/logout", headers={"X-CSRF-Token": data["csrf_token"]})
+    assert status == 200
+
+
+async def test_logout_revokes_the_session_server_side(api: Any, client: Any, new_api: Any,
+                                                      db: Any) -> None:
+    await api.login()
+    stolen = client.session.cookie_jar.filter_cookies(client.make_url("/"))[SESSION_COOKIE].value
+    status, body = await api.post("/api/auth/logout")
+    assert (status, body) == (200, {"data": {"signed_out": True}})
+    assert (await api.get("/api/auth/me"))[0] == 401
+    assert await db.fetchval("SELECT revoked_at IS NOT NULL FROM sessions") is True
+    # A copy of the cookie taken before sign-out is worthless afterwards.
+    other = await new_api()
+    status, _ = await other.get("/api/auth/me", headers={"Cookie": f"{SESSION_COOKIE}={stolen}"})
+    assert status == 401
+
+
+async def test_logout_needs_a_session(api: Any) -> None:
+    assert (await api.post("/api/auth/logout"))[0] == 401
+
+
+async def test_signing_in_again_replaces_the_previous_session(api: Any, db: Any) -> None:
+    first = await api.login()
+    second = await api.login()
+    assert first["csrf_token"] != second["csrf_token"]
+    rows = await db.fetch("SELECT csrf_token, revoked_at FROM sessions ORDER BY id")
+    assert [r["revoked_at"] is None for r in rows] == [False, True]
+    assert (await api.get("/api/auth/me"))[1]["data"]["csrf_token"] == second["csrf_token"]
+
+
+async def test_disabled_user_cannot_sign_in(api: Any, new_api: Any) -> None:
+    await api.login()
+    uid = await make_user(api, "bob")
+    assert (await api.put(f"/api/users/{uid}", {"disabled": True}))[0] == 200
+    bob = await new_api()
+    status, body = await bob.post("/api/auth/login", {"username": "bob", "password": PASSWORD})
+    assert (status, body) == (401, {"error": "invalid username or password"})
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ({"username": "admin"}, "password: is required"),
+    ({"username": "", "password": "x"}, "username: must have at least 1 characters"),
+    ({"username": "ad\u0000min", "password": "x"}, "username: must not contain NUL"),
+    ({"username": "\ud800", "password": "x"}, "username: must not contain NUL"),
+    ({"username": 7, "password": "x"}, "username: must be a string"),
+    ({"username": "admin", "password": "x" * 2000}, "password: must have at most 1024"),
+    ({"username": "admin", "password": "x", "totp_code": 123456}, "totp_code: must be a string"),
+])
+async def test_bad_login_input_is_422(api: Any, payload: dict[str, Any], message: str) -> None:
+    status, body = await api.post("/api/auth/login", payload)
+    assert status == 422
+    assert body["error"].startswith(message)
+
+
+async def test_login_body_must_be_json_object(client: Any) -> None:
+    async with client.post("/api/auth/login", data=b"{not json",
+                           headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status == 400
+        assert "not valid JSON" in (await resp.json())["error"]
+    async with client.post("/api/auth/login", json=["admin", "pw"]) as resp:
+        assert resp.status == 422
+
+
+# -- the throttle ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def throttled(settings: Any, aiohttp_client: Any) -> Any:
+    """The app with a hand-driven clock; ``connect(ip)`` gives a client whose requests
+    really come from that loopback address (all of 127.0.0.0/8 reaches the server)."""
+    clock = Clock()
+    app = create_app(settings)
+    app[LIMITER] = LoginLimiter(
+        settings.login_max_failures, settings.login_window, settings.login_lockout, clock=clock
+    )
+    first = await aiohttp_client(app)
+
+    async def connect(ip: str) -> Any:
+        if ip == "127.0.0.1":
+            return first
+        connector = aiohttp.TCPConnector(local_addr=(ip, 0))
+        return await aiohttp_client(first.server, connector=connector)
+
+    return clock, connect
+
+
+async def _admin_creates(client: Any, *names: str) -> None:
+    status, body, _ = await attempt(client, "admin", "correct horse battery staple")
+    assert status == 200, body
+    headers = {"X-CSRF-Token": body["data"]["csrf_token"]}
+    for name in names:
+        payload = {"username": name, "password": PASSWORD, "role": "viewer"}
+        async with client.post("/api/users", json=payload, headers=headers) as resp:
+            assert resp.status == 201
+    async with client.post("/api/auth/logout", headers=headers) as resp:
+        assert resp.status == 200
+
+
+async def test_account_locks_after_five_failures(throttled: Any) -> None:
+    clock, connect = throttled
+    client = await connect("127.0.0.1")
+    await _admin_creates(client, "alice")
+    remaining = []
+    for _ in range(5):
+        status, body, headers = await attempt(client, "alice", "wrong password!")
+        assert status == 401
+        assert headers["X-RateLimit-Limit"] == "5"
+        remaining.append(headers["X-RateLimit-Remaining"])
+    assert remaining == ["4", "3", "2", "1", "0"]
+
+    # Locked: even the right password is refused, without a password check.
+    status, body, headers = await attempt(client, "alice", PASSWORD)
+    assert status == 429
+    assert headers["Retry-After"] == "300"
+    assert headers["X-RateLimit-Remaining"] == "0"
+    assert "300 seconds" in body["error"]
+
+    clock.now += 120
+    status, _, headers = await attempt(client, "alice", PASSWORD)
+    assert (status, headers["Retry-After"]) == (429, "180")
+
+    clock.now += 181
+    status, body, headers = await attempt(client, "alice", PASSWORD)
+    assert status == 200, body
+    assert headers["X-RateLimit-Remaining"] == "5"
+
+
+async def test_failures_older_than_the_window_are_forgotten(throttled: Any) -> None:
+    clock, connect = throttled
+    client = await connect("127.0.0.1")
+    await _admin_creates(client, "alice")
+    for _ in range(4):
+        assert (await attempt(client, "alice", "wrong password!"))[0] == 401
+    clock.now += 61
+    status, _, headers = await attempt(client, "alice", "wrong password!")
+    assert (status, headers["X-RateLimit-Remaining"]) == (401, "4")
+    assert (await attempt(client, "alice", PASSWORD))[0] == 200
+
+
+async def test_one_ip_is_locked_across_accounts(throttled: Any) -> None:
+    _, connect = throttled
+    here = await connect("127.0.0.1")
+    await _admin_creates(here, "alice")
+    for i in range(5):  # five different usernames: no account reaches five
+        assert (await attempt(here, f"guess{i}", "wrong password!"))[0] == 401
+    status, _, headers = await attempt(here, "alice", PASSWORD)
+    assert status == 429
+    assert int(headers["Retry-After"]) == 300
+    elsewhere = await connect("127.0.0.2")
+    status, body, _ = await attempt(elsewhere, "alice", PASSWORD)
+    assert status == 200, body
+
+
+async def test_locked_account_does_not_lock_another_account(throttled: Any) -> None:
+    _, connect = throttled
+    first = await connect("127.0.0.1")
+    await _admin_creates(first, "alice", "bob")
+    for _ in range(5):
+        assert (await attempt(first, "alice", "wrong password!"))[0] == 401
+    second = await connect("127.0.0.2")
+    status, body, _ = await attempt(second, "bob", PASSWORD)
+    assert status == 200, body
+    # The account itself stays locked whatever the address.
+    assert (await attempt(second, "alice", PASSWORD))[0] == 429
+
+
+async def test_account_lock_counts_failures_from_every_ip(throttled: Any) -> None:
+    _, connect = throttled
+    ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    clients = [await connect(ip) for ip in ips]
+    await _admin_creates(await connect("127.0.0.1"), "alice")
+    for i in range(5):  # at most two failures from any one address
+        assert (await attempt(clients[i % 3], "alice", "wrong password!"))[0] == 401
+    fresh = await connect("127.0.0.5")
+    assert (await attempt(fresh, "alice", PASSWORD))[0] == 429
+
+
+async def test_unknown_user_costs_the_same_hash_as_a_wrong_password(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing is not asserted; the work is: one scrypt with the same cost parameters
+    whether or not the user exists."""
+    calls: list[tuple[int, int, int, int]] = []
+    real = hashlib.scrypt
+
+    def counting(password: bytes, *, salt: bytes, n: int, r: int, p: int, **kw: Any) -> bytes:
+        calls.append((n, r, p, len(salt)))
+        return real(password, salt=salt, n=n, r=r, p=p, **kw)
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    assert (await api.post("/api/auth/login", {"username": "admin", "password": "wrong one"}))[0] == 401
+    known = list(calls)
+    calls.clear()
+    assert (await api.post("/api/auth/login", {"username": "ghost", "password": "wrong one"}))[0] == 401
+    unknown = list(calls)
+    assert len(known) == len(unknown) == 1
+    assert known == unknown
+    assert known[0][0] >= 2**14  # and it is the memory-hard cost, not a shortcut
+
+
+async def test_signing_in_again_needs_no_csrf_header(api: Any, db: Any) -> None:
+    """A browser whose page lost the CSRF token can still sign in; its old cookie
+    just lends no authority to that request."""
+    await api.login()
+    api.csrf = None
+    data = await api.login()
+    assert (await api.get("/api/auth/me"))[1]["data"]["csrf_token"] == data["csrf_token"]
+    assert await db.fetchval("SELECT count(*) FROM sessions WHERE revoked_at IS NULL") == 2
