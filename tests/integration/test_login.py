@@ -299,10 +299,12 @@ async def test_unknown_user_costs_the_same_hash_as_a_wrong_password(
         return real(password, salt=salt, n=n, r=r, p=p, **kw)
 
     monkeypatch.setattr(hashlib, "scrypt", counting)
-    assert (await api.post("/api/auth/login", {"username": "admin", "password": "wrong one"}))[0] == 401
+    wrong = {"username": "admin", "password": "wrong one"}
+    assert (await api.post("/api/auth/login", wrong))[0] == 401
     known = list(calls)
     calls.clear()
-    assert (await api.post("/api/auth/login", {"username": "ghost", "password": "wrong one"}))[0] == 401
+    unknown_user = {"username": "ghost", "password": "wrong one"}
+    assert (await api.post("/api/auth/login", unknown_user))[0] == 401
     unknown = list(calls)
     assert len(known) == len(unknown) == 1
     assert known == unknown
