@@ -148,10 +148,14 @@ def start_server(
     command: str = "serve",
     log_name: str | None = None,
     port_flag: bool = True,
+    data_dir_flag: bool = True,
 ) -> ServerProcess:
-    """Start ``beeyard-server <command> --data-dir D --port P`` with a clean environment."""
+    """Start ``beeyard-server <command> --data-dir D --port P`` with a clean environment
+    (``data_dir`` is still where the log goes when ``data_dir_flag`` is false)."""
     port = free_port() if port is None else port
-    argv = [sys.executable, "-m", "beeyard.server.cli", command, "--data-dir", str(data_dir)]
+    argv = [sys.executable, "-m", "beeyard.server.cli", command]
+    if data_dir_flag:
+        argv += ["--data-dir", str(data_dir)]
     if port_flag:
         argv += ["--port", str(port)]
     argv += list(args)
