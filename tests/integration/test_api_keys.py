@@ -259,7 +259,7 @@ async def test_revoke_takes_effect_at_once(api: Api, db: Any) -> None:
     assert body["data"] == []
     status, body = await api.delete(f"{KEYS}/{data['id']}")
     assert status == 404
-    assert body["error"] == "API key not found"
+    assert body["error"] == f"API key {data['id']} not found"
     for bad, expected in (("abc", 422), ("²", 422), ("-1", 422), (str(2**63), 404)):
         status, body = await api.delete(f"{KEYS}/{bad}")
         assert status == expected, (bad, body)
@@ -285,7 +285,7 @@ async def test_other_users_keys_are_invisible_except_to_admins(
     assert status == 403
     status, body = await ben.delete(f"{KEYS}/{anas['id']}")
     assert status == 404
-    assert body["error"] == "API key not found"  # the same answer as for no such key
+    assert body["error"] == f"API key {anas['id']} not found"  # as if there were no such key
     script = Api(api.client)
     status, _ = await script.get(HEALTH, headers=x_api_key(anas["key"]))
     assert status == 403  # still alive: refused for ana's role, not as an unknown key
@@ -339,3 +339,22 @@ async def test_key_follows_its_owners_current_role_and_existence(
     status, _ = await script.get(PROBE, headers=bearer(key))
     assert status == 401
     assert await db.fetchval("SELECT count(*) FROM api_keys") == 0
+
+
+async def test_browser_session_manages_keys_with_csrf(api: Api, db: Any) -> None:
+    await api.login()
+    data = await create_key(api, "from the browser", scope="read")
+    csrf, api.csrf = api.csrf, None
+    status, body = await api.post(KEYS, {"name": "no csrf"})
+    assert status == 403
+    assert "X-CSRF-Token" in body["error"]
+    status, body = await api.delete(f"{KEYS}/{data['id']}")
+    assert status == 403
+    api.csrf = csrf
+    assert await db.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL") == 1
+
+    # The header credential wins over the browser's cookie.
+    status, body = await api.get("/api/auth/me", headers=x_api_key(data["key"]))
+    assert status == 200, body
+    assert body["data"]["principal"] == {"kind": "api_key", "id": data["id"], "read_only": True}
+    assert "csrf_token" not in body["data"]

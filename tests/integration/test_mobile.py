@@ -298,7 +298,7 @@ async def test_device_list_marks_the_current_device_and_delete_revokes(
             f"{DEVICES}/{missing}", headers=bearer(phone["access_token"])
         )
         assert status == 404, missing
-        assert body["error"] == "device not found"
+        assert body["error"] == f"device {missing} not found"
     status, body = await api.delete(f"{DEVICES}/abc", headers=bearer(phone["access_token"]))
     assert status == 422
 
@@ -320,7 +320,7 @@ async def test_devices_of_other_users_are_invisible_except_to_admins(
         f"{DEVICES}/{ana['device_id']}", headers=bearer(ben["access_token"])
     )
     assert status == 404
-    assert body["error"] == "device not found"  # the same answer as for no such device
+    assert body["error"] == f"device {ana['device_id']} not found"  # as if there were none
     status, _ = await api.get(DEVICES, headers=bearer(ana["access_token"]))
     assert status == 200
 
@@ -426,3 +426,70 @@ async def test_login_and_refresh_are_audited_without_secrets(api: Any, db: Any) 
     for secret in (data["access_token"], data["refresh_token"],
                    body["data"]["access_token"], body["data"]["refresh_token"], ADMIN_PASSWORD):
         assert secret not in everything
+
+
+async def test_failures_on_web_and_mobile_sign_in_share_one_lockout(api: Any, db: Any) -> None:
+    await make_user(db, "erin")
+    wrong = {"username": "erin", "password": "not the password"}
+    for _ in range(3):
+        status, _ = await api.post("/api/auth/login", wrong)
+        assert status == 401
+    for _ in range(2):
+        status, _ = await api.post("/api/mobile/auth/login", {**wrong, "device_name": "p"})
+        assert status == 401
+    right = {"username": "erin", "password": PASSWORD}
+    status, body = await api.post("/api/mobile/auth/login", {**right, "device_name": "p"})
+    assert status == 429, body
+    status, body = await api.post("/api/auth/login", right)
+    assert status == 429, body
+    assert await db.fetchval("SELECT count(*) FROM mobile_devices") == 0
+
+
+async def test_access_token_is_a_device_principal(api: Any) -> None:
+    data = await mobile_login(api, device="phone")
+    assert data["user"] == {"id": data["user"]["id"], "username": "admin", "role": "admin",
+                            "totp_enabled": False}
+    status, body = await api.get("/api/auth/me", headers=bearer(data["access_token"]))
+    assert status == 200, body
+    assert body["data"]["user"]["username"] == "admin"
+    assert body["data"]["principal"]["kind"] == "device"
+    assert body["data"]["principal"]["id"] == data["device_id"]
+    assert "csrf_token" not in body["data"]
+
+
+async def test_mobile_logout_and_devices_from_a_browser_session(api: Any) -> None:
+    phone = await mobile_login(api, device="phone")
+    await api.login()
+    status, body = await api.post("/api/mobile/auth/logout")
+    assert status == 400
+    assert "POST /api/auth/logout" in body["error"]
+    status, body = await api.get(DEVICES)
+    assert status == 200
+    assert [(d["id"], d["current"]) for d in body["data"]] == [(phone["device_id"], False)]
+    # A browser write is still CSRF-checked on these routes.
+    csrf, api.csrf = api.csrf, None
+    status, body = await api.delete(f"{DEVICES}/{phone['device_id']}")
+    assert status == 403
+    assert "X-CSRF-Token" in body["error"]
+    api.csrf = csrf
+    status, _ = await api.delete(f"{DEVICES}/{phone['device_id']}")
+    assert status == 200
+    status, _ = await api.get(DEVICES, headers=bearer(phone["access_token"]))
+    assert status == 401
+
+
+async def test_a_failed_login_is_audited_under_the_name_tried(api: Any, db: Any) -> None:
+    phone = await mobile_login(api)
+    # The request also carries the admin's valid token; the record must name who tried.
+    status, _ = await api.post("/api/mobile/auth/login", {
+        "username": "mallory", "password": "guess guess guess", "device_name": "p",
+    }, headers=bearer(phone["access_token"]))
+    assert status == 401
+    row = await db.fetchrow(
+        "SELECT actor, actor_user_id, outcome, detail FROM audit_logs "
+        "WHERE action = 'mobile.login' ORDER BY id DESC LIMIT 1"
+    )
+    assert row["actor"] == "mallory"
+    assert row["actor_user_id"] is None
+    assert row["outcome"] == "denied"
+    assert row["detail"] == {"reason": "bad credentials"}

@@ -13,7 +13,6 @@ changes or ends what the key can do at once. ``scope`` narrows further: a
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from aiohttp import web
@@ -23,13 +22,12 @@ from beeyard.server.auth import tokens
 from beeyard.server.auth.principal import Access, Role
 from beeyard.server.db import api_keys as db
 from beeyard.server.http.envelope import ApiError, ok
+from beeyard.server.http.params import path_id
 from beeyard.server.http.routing import route
 from beeyard.shared.schema import Field, Schema
 
 PREFIX_LENGTH = 8  # characters after "beeyard_" kept for display
 MAX_DAYS = 3650
-_MAX_ID = 2**63 - 1
-_DIGITS = re.compile(r"[0-9]{1,30}")  # ASCII only: str.isdigit() accepts "²", int() does not
 
 _KEY_FIELDS: dict[str, Any] = {
     "id": {"type": "integer"},
@@ -99,17 +97,6 @@ def _expiry(body: dict[str, Any]) -> dt.datetime | None:
     return when
 
 
-def key_id(request: web.Request) -> int:
-    """The ``{id}`` path segment as a database id; junk is a 422, never a 500."""
-    raw = request.match_info["id"]
-    if not _DIGITS.fullmatch(raw):
-        raise ApiError(422, f"id must be a positive integer, got {raw[:40]!r}")
-    value = int(raw)
-    if value > _MAX_ID:
-        raise ApiError(404, "API key not found")
-    return value
-
-
 @route("GET", "/api/auth/api-keys", Access.ACCOUNT, "api_keys.list", query=LIST_QUERY,
        tags=("api-keys",), response={"type": "array", "items": _KEY})
 async def list_keys(request: web.Request) -> web.Response:
@@ -173,12 +160,12 @@ async def delete_key(request: web.Request) -> web.Response:
     404 exactly as a key that does not exist, so ids reveal nothing.
     """
     principal = context.principal(request)
-    wanted = key_id(request)
+    wanted = path_id(request, "API key")
     request[context.AUDIT_TARGET] = f"api_key:{wanted}"
     owner = None if principal.role is Role.ADMIN else principal.user_id
     row = await db.revoke(context.pool(request), wanted, owner)
     if row is None:
-        raise ApiError(404, "API key not found")
+        raise ApiError(404, f"API key {wanted} not found")
     detail: dict[str, Any] = {"name": row["name"], "prefix": row["prefix"]}
     if row["user_id"] != principal.user_id:
         detail["owner"] = row["username"]

@@ -20,22 +20,21 @@ own, which is the attack CSRF protection is for.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
 
 from beeyard.server import context
+from beeyard.server.api.auth import USER_BRIEF, user_brief
 from beeyard.server.auth import tokens
 from beeyard.server.auth.login import authenticate
 from beeyard.server.auth.principal import Access, Principal, Role
 from beeyard.server.db import mobile as db
+from beeyard.server.db import users
 from beeyard.server.http.envelope import ApiError, ok
+from beeyard.server.http.params import path_id
 from beeyard.server.http.routing import route
 from beeyard.shared.schema import Field, Schema
-
-_MAX_ID = 2**63 - 1
-_DIGITS = re.compile(r"[0-9]{1,30}")  # ASCII only: str.isdigit() accepts "²", int() does not
 
 LOGIN = Schema("MobileLogin", (
     Field("username", "str", min=1, max=200),
@@ -64,7 +63,7 @@ _TOKENS = {
         "expires_in": {"type": "integer", "description": "seconds the access token lives"},
         "refresh_expires_in": {"type": "integer"},
         "device_id": {"type": "integer"},
-        "user": {"type": "object"},
+        "user": USER_BRIEF,
     },
 }
 
@@ -125,17 +124,6 @@ def _as_device(request: web.Request, device_id: int, user_id: int, username: str
     )
 
 
-def device_id(request: web.Request) -> int:
-    """The ``{id}`` path segment as a database id; junk is a 422, never a 500."""
-    raw = request.match_info["id"]
-    if not _DIGITS.fullmatch(raw):
-        raise ApiError(422, f"id must be a positive integer, got {raw[:40]!r}")
-    value = int(raw)
-    if value > _MAX_ID:
-        raise ApiError(404, "device not found")
-    return value
-
-
 @route("POST", "/api/mobile/auth/login", Access.PUBLIC, "mobile.login", body=LOGIN,
        tags=("mobile",), response=_TOKENS, rate_limited=True, extra_statuses=(401, 429))
 async def login(request: web.Request) -> web.Response:
@@ -149,6 +137,8 @@ async def login(request: web.Request) -> web.Response:
     name = body["device_name"].strip()
     if not name:
         raise ApiError(422, "device_name: must not be blank")
+    # The audit record names who tried, not whatever credential the request also carried.
+    request[context.PRINCIPAL] = None  # type: ignore[misc]
     who = await authenticate(request, body["username"], body["password"], body["totp_code"])
     access, refresh, pair = _new_pair(request)
     device = await db.create_device(
@@ -157,8 +147,10 @@ async def login(request: web.Request) -> web.Response:
     _as_device(request, device["id"], who.user_id, who.username, who.role.value)
     request[context.AUDIT_TARGET] = f"device:{device['id']}"
     request[context.AUDIT_DETAIL] = {**request.get(context.AUDIT_DETAIL, {}), "device_name": name}
-    user = {"id": who.user_id, "username": who.username, "role": who.role.value}
-    return ok(_tokens(access, refresh, pair, device["id"], user))
+    user = await users.get(context.pool(request), who.user_id)
+    if user is None:  # deleted in the instant since the password check
+        raise ApiError(401, "invalid username or password")
+    return ok(_tokens(access, refresh, pair, device["id"], user_brief(user)))
 
 
 @route("POST", "/api/mobile/auth/refresh", Access.PUBLIC, "mobile.refresh", body=REFRESH,
@@ -188,7 +180,8 @@ async def refresh(request: web.Request) -> web.Response:
         raise ApiError(401, _REFUSED[result.reason])
     _as_device(request, result.device_id, result.user_id, result.username, result.role)
     request[context.AUDIT_TARGET] = f"device:{result.device_id}"
-    user = {"id": result.user_id, "username": result.username, "role": result.role}
+    user = {"id": result.user_id, "username": result.username, "role": result.role,
+            "totp_enabled": result.totp_enabled}
     return ok(_tokens(access, new_refresh, pair, result.device_id, user))
 
 
@@ -244,12 +237,12 @@ async def delete_device(request: web.Request) -> web.Response:
     device answers 404 exactly as one that does not exist.
     """
     principal = context.principal(request)
-    wanted = device_id(request)
+    wanted = path_id(request, "device")
     request[context.AUDIT_TARGET] = f"device:{wanted}"
     owner = None if principal.role is Role.ADMIN else principal.user_id
     row = await db.revoke_device(context.pool(request), wanted, owner)
     if row is None:
-        raise ApiError(404, "device not found")
+        raise ApiError(404, f"device {wanted} not found")
     detail: dict[str, Any] = {"device_name": row["device_name"]}
     if row["user_id"] != principal.user_id:
         detail["owner"] = row["username"]

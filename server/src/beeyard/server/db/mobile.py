@@ -51,6 +51,7 @@ class Refreshed:
     user_id: int
     username: str
     role: str
+    totp_enabled: bool
 
 
 async def _insert_pair(conn: asyncpg.Connection, device_id: int, pair: Pair) -> None:
@@ -88,7 +89,7 @@ UPDATE mobile_tokens t SET rotated_at = now()
  WHERE t.token_digest = $1 AND t.kind = 'refresh' AND t.rotated_at IS NULL
    AND t.expires_at > now() AND d.id = t.device_id AND d.revoked_at IS NULL
    AND NOT u.disabled
-RETURNING t.device_id, u.id AS user_id, u.username, u.role
+RETURNING t.device_id, u.id AS user_id, u.username, u.role, u.totp_enabled
 """
 
 
@@ -110,7 +111,8 @@ async def refresh(
                     "UPDATE mobile_devices SET last_seen_at = now(), ip = $2 WHERE id = $1",
                     won["device_id"], ip,
                 )
-                return Refreshed(won["device_id"], won["user_id"], won["username"], won["role"])
+                return Refreshed(won["device_id"], won["user_id"], won["username"], won["role"],
+                                 won["totp_enabled"])
         seen = await conn.fetchrow(
             """SELECT t.kind, t.rotated_at IS NOT NULL AS rotated,
                       t.expires_at <= now() AS expired, d.id AS device_id,
