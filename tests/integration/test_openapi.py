@@ -74,7 +74,8 @@ async def test_each_operation_matches_its_declaration(client: Any) -> None:
         r = by_key[(method, path)]
         where = f"{method} {path}"
         assert op["operationId"] == r.name, where
-        assert op["summary"] == r.summary, where
+        assert op["summary"], where
+        assert (op["summary"], op.get("description")) == openapi.summary_and_description(r)
         assert op["x-beeyard-access"] == r.access.value, where
         assert op["tags"], where
         responses = op["responses"]
@@ -137,8 +138,17 @@ async def test_document_follows_routes_added_at_build_time(
     async def mine(request: web.Request) -> web.Response:
         return ok({})
 
+    @route("DELETE", "/api/widgets/{id}", Access.ADMIN, "widgets.delete")
+    async def delete(request: web.Request) -> web.Response:
+        """Delete a widget for good: its parts go too, and
+        the ``name`` is free again. Nobody can undo it.
+
+        Admins only.
+        """
+        return ok({})
+
     app = create_app(settings)
-    routing.install(app, [update, mine])
+    routing.install(app, [update, mine, delete])
     client = await aiohttp_client(app)
     doc = await fetch_document(client)
     validate(doc)
@@ -183,6 +193,14 @@ async def test_document_follows_routes_added_at_build_time(
     assert "requestBody" not in mine_op
     assert set(mine_op["responses"]) == {"200", "401", "403"}
     assert mine_op["summary"] == "widgets.mine"  # no docstring: the name stands in
+
+    delete_op = doc["paths"]["/api/widgets/{id}"]["delete"]
+    assert delete_op["summary"] == (
+        "Delete a widget for good: its parts go too, and the `name` is free again."
+    )
+    assert delete_op["description"] == "Nobody can undo it.\n\nAdmins only."
+    assert delete_op["parameters"][0]["schema"] == {"type": "integer", "minimum": 1}
+    assert set(delete_op["responses"]) == {"200", "401", "403", "404", "422"}
 
     health = doc["paths"]["/api/health"]["get"]
     assert health["security"] == []

@@ -37,6 +37,8 @@ BEARER = "bearer"
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*(?:\{[^{}]*\}[^{}]*)*))?\}")
 _INTEGER_PATTERNS = {r"\d+", r"[0-9]+"}
+_ID_NAMES = {"id"}
+_SENTENCE = re.compile(r"(.+?[.!?])\s+(?=[A-Z`(])")
 
 _DESCRIPTION = """\
 The REST API of a Beeyard control plane. Every success is `{"data": ...}` (lists may add
@@ -91,6 +93,9 @@ def path_parameters(path: str) -> list[dict[str, Any]]:
         schema: dict[str, Any]
         if pattern in _INTEGER_PATTERNS:
             schema = {"type": "integer", "minimum": 0}
+        elif name in _ID_NAMES and not pattern:
+            # Beeyard's convention: ``{id}`` is a row id, parsed by ``http.params.path_id``.
+            schema = {"type": "integer", "minimum": 1}
         elif pattern:
             schema = {"type": "string", "pattern": f"^(?:{pattern})$"}
         else:
@@ -99,11 +104,26 @@ def path_parameters(path: str) -> list[dict[str, Any]]:
     return params
 
 
-def _description(route: Route) -> str | None:
-    """The handler docstring after its first line (the summary)."""
-    doc = inspect.getdoc(route.handler) or ""
-    _, _, rest = doc.partition("\n")
-    return rest.strip() or None
+def summary_and_description(route: Route) -> tuple[str, str | None]:
+    """The summary and description of an operation, from the handler's docstring.
+
+    The summary is the first sentence of the first paragraph (a docstring's first line
+    may end mid-sentence); the description is what follows. A summary given
+    explicitly in the declaration wins, and the whole docstring becomes the description.
+    RST's ``code`` becomes Markdown's `code`.
+    """
+    doc = (inspect.getdoc(route.handler) or "").replace("``", "`")
+    first_line = doc.splitlines()[0].strip() if doc else ""
+    if route.summary and route.summary.replace("``", "`") != first_line:
+        return route.summary, doc or None
+    if not doc:
+        return route.summary or route.name, None
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", doc) if p.strip()]
+    lead = " ".join(paragraphs[0].split())
+    m = _SENTENCE.match(lead)
+    summary = m.group(1) if m else lead
+    rest = [lead[len(summary):].strip(), *paragraphs[1:]]
+    return summary, "\n\n".join(p for p in rest if p) or None
 
 
 def _security(route: Route) -> list[dict[str, list[str]]]:
@@ -149,12 +169,8 @@ class _Builder:
     def operation(self, route: Route) -> dict[str, Any]:
         tags = list(route.tags) or [_default_tag(route.path)]
         self.tags.update(tags)
-        op: dict[str, Any] = {
-            "operationId": route.name,
-            "summary": route.summary or route.name,
-            "tags": tags,
-        }
-        description = _description(route)
+        summary, description = summary_and_description(route)
+        op: dict[str, Any] = {"operationId": route.name, "summary": summary, "tags": tags}
         if description:
             op["description"] = description
         params = path_parameters(route.path)
@@ -185,8 +201,11 @@ class _Builder:
         errors: set[int] = set()
         if route.access is not Access.PUBLIC:
             errors |= {401, 403}
-        if _PARAM.search(route.path):
+        params = path_parameters(route.path)
+        if params:
             errors.add(404)
+        if any(p["schema"]["type"] == "integer" for p in params):
+            errors.add(422)  # not a number
         if route.body is not None:
             errors |= {413, 422}
         if route.query is not None:

@@ -1,0 +1,327 @@
+"""Every registered route × every kind of principal, against the real database.
+
+The routes come from the application's own route table, so a new route is
+checked the moment it is registered. What each route *should* require is
+written down here, in ``POLICY``, apart from the declarations in the api
+modules: a route missing from ``POLICY``, or declared with another access level
+than ``POLICY`` says, fails the suite. So loosening a route's access takes two
+deliberate edits, and a route cannot be added without stating who may call it.
+
+For each route and principal the expected outcome follows from the policy
+access level and the method: 401 for anonymous callers of non-public routes,
+403 when the role or the key's scope is insufficient (API keys on account
+routes; read-only keys on writes; cookie writes without the CSRF token), and
+otherwise an answer that is neither 401, 403 nor 5xx (public routes included: a
+cookie without its CSRF token on a public write counts as anonymous). Path parameters are a
+harmless id that does not exist; writes send ``{}``. Each route gets a fresh
+database, fresh users and fresh credentials, so a route that ends a session or
+revokes a device cannot disturb another route's check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from beeyard.server.app import SESSION_COOKIE, create_app
+from beeyard.server.auth.passwords import hash_sync
+from beeyard.server.auth.principal import Access
+from beeyard.server.config import Settings
+from beeyard.server.http import routing
+from beeyard.server.http.routing import Route
+
+# Who may call what. Mirrors the public contract (seed 000): account routes are a
+# signed-in person's own business; user administration, audit and other users'
+# sessions are admin's. Change a line here only together with the declaration.
+POLICY: dict[str, Access] = {
+    # public: docs, health, signing in
+    "GET /api-docs/openapi.json": Access.PUBLIC,
+    "GET /api/health": Access.PUBLIC,
+    "POST /api/auth/login": Access.PUBLIC,
+    "POST /api/mobile/auth/login": Access.PUBLIC,
+    "POST /api/mobile/auth/refresh": Access.PUBLIC,
+    # any signed-in principal
+    "GET /api/auth/me": Access.VIEWER,
+    # one's own account: people only, never an API key
+    "POST /api/auth/logout": Access.ACCOUNT,
+    "PUT /api/auth/password": Access.ACCOUNT,
+    "GET /api/auth/sessions": Access.ACCOUNT,
+    "DELETE /api/auth/sessions": Access.ACCOUNT,
+    "DELETE /api/auth/sessions/{id}": Access.ACCOUNT,
+    "GET /api/auth/2fa": Access.ACCOUNT,
+    "POST /api/auth/2fa/setup": Access.ACCOUNT,
+    "POST /api/auth/2fa/enable": Access.ACCOUNT,
+    "POST /api/auth/2fa/disable": Access.ACCOUNT,
+    "POST /api/auth/2fa/recovery-codes": Access.ACCOUNT,
+    "GET /api/auth/api-keys": Access.ACCOUNT,
+    "POST /api/auth/api-keys": Access.ACCOUNT,
+    "DELETE /api/auth/api-keys/{id}": Access.ACCOUNT,
+    "POST /api/mobile/auth/logout": Access.ACCOUNT,
+    "GET /api/mobile/auth/devices": Access.ACCOUNT,
+    "DELETE /api/mobile/auth/devices/{id}": Access.ACCOUNT,
+    # administration
+    "GET /api/admin/health/detailed": Access.ADMIN,
+    "GET /api/audit-logs": Access.ADMIN,
+    "GET /api/sessions": Access.ADMIN,
+    "DELETE /api/sessions/{id}": Access.ADMIN,
+    "GET /api/users": Access.ADMIN,
+    "POST /api/users": Access.ADMIN,
+    "GET /api/users/{id}": Access.ADMIN,
+    "PUT /api/users/{id}": Access.ADMIN,
+    "DELETE /api/users/{id}": Access.ADMIN,
+}
+
+MISSING_ID = "999999"
+PASSWORD = "matrix passphrase 1"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+RANK = {"viewer": 1, "member": 2, "admin": 3}
+ALLOWED = 0  # an expected outcome: any status but 401, 403 and 5xx
+
+
+def key(r: Route) -> str:
+    return f"{r.method} {r.path}"
+
+
+def _registered() -> list[Route]:
+    """The route table of a freshly built app (building one needs no database)."""
+    app = create_app(Settings(secret_key=secrets.token_bytes(32), database_url="postgresql://-"))
+    return sorted(app[routing.ROUTES].values(), key=lambda r: (r.path, r.method))
+
+
+REGISTERED = _registered()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """One principal: how it authenticates and what it is."""
+
+    name: str
+    kind: str | None  # None (anonymous), "session", "api_key", "device"
+    role: str | None = None
+    read_only: bool = False
+    csrf: bool = True  # cookie sessions: whether writes carry X-CSRF-Token
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def expected(access: Access, method: str, who: Caller) -> int:
+    """The outcome the policy demands; written out here, not borrowed from the server."""
+    write = method not in SAFE_METHODS
+    if access is Access.PUBLIC:
+        return ALLOWED  # a cookie without its CSRF token just counts as anonymous here
+    if who.kind == "session" and write and not who.csrf:
+        return 403  # a cookie alone never authorises a write
+    if who.kind is None:
+        return 401
+    if access is Access.ACCOUNT:
+        return 403 if who.kind == "api_key" else ALLOWED
+    assert who.role is not None
+    if RANK[who.role] < RANK[access.value]:
+        return 403
+    if who.read_only and write:
+        return 403
+    return ALLOWED
+
+
+@functools.cache
+def _password_hash() -> str:
+    return hash_sync(PASSWORD)
+
+
+async def _user(db: asyncpg.Connection, name: str, role: str) -> None:
+    await db.execute(
+        "INSERT INTO users (username, password_hash, role) VALUES ($1, $2, $3)",
+        name, _password_hash(), role,
+    )
+
+
+async def _call(
+    client: TestClient[Any, Any], method: str, path: str, headers: dict[str, str],
+    json: Any = None,
+) -> tuple[int, dict[str, Any], aiohttp.ClientResponse]:
+    async with client.request(method, path, headers=headers, json=json) as resp:
+        assert resp.content_type == "application/json", f"{method} {path}: {resp.content_type}"
+        return resp.status, await resp.json(), resp
+
+
+async def _session(client: TestClient[Any, Any], username: str) -> tuple[str, str]:
+    """Sign in through the API: the cookie header to send and the CSRF token."""
+    status, body, resp = await _call(
+        client, "POST", "/api/auth/login", {}, {"username": username, "password": PASSWORD}
+    )
+    assert status == 200, body
+    morsel = resp.cookies[SESSION_COOKIE]
+    return f"{SESSION_COOKIE}={morsel.coded_value}", body["data"]["csrf_token"]
+
+
+async def callers(client: TestClient[Any, Any], db: asyncpg.Connection) -> list[Caller]:
+    """Fresh users, each signed in its own way; one user per principal so that no
+    principal's call can end another's credential."""
+    for name, role in [
+        ("mx_viewer", "viewer"), ("mx_member", "member"), ("mx_admin", "admin"),
+        ("mx_admin_nocsrf", "admin"), ("mx_keys", "admin"), ("mx_mobile", "member"),
+    ]:
+        await _user(db, name, role)
+    out = [Caller("anonymous", None)]
+    for name, role in [("viewer", "viewer"), ("member", "member"), ("admin", "admin")]:
+        cookie, csrf = await _session(client, f"mx_{name}")
+        out.append(Caller(name, "session", role,
+                          headers=(("Cookie", cookie), ("X-CSRF-Token", csrf))))
+    cookie, _ = await _session(client, "mx_admin_nocsrf")
+    out.append(Caller("admin without CSRF token", "session", "admin", csrf=False,
+                      headers=(("Cookie", cookie),)))
+
+    # API keys of an admin, minted through the API (read key sent as Bearer, full as X-API-Key).
+    cookie, csrf = await _session(client, "mx_keys")
+    minted = {}
+    for scope in ("read", "full"):
+        status, body, _ = await _call(
+            client, "POST", "/api/auth/api-keys", {"Cookie": cookie, "X-CSRF-Token": csrf},
+            {"name": f"matrix {scope}", "scope": scope},
+        )
+        assert status == 201, body
+        minted[scope] = body["data"]["key"]
+    await _call(client, "POST", "/api/auth/logout", {"Cookie": cookie, "X-CSRF-Token": csrf})
+    out.append(Caller("API key (read, as Bearer)", "api_key", "admin", read_only=True,
+                      headers=(("Authorization", f"Bearer {minted['read']}"),)))
+    out.append(Caller("API key (full)", "api_key", "admin",
+                      headers=(("X-API-Key", minted["full"]),)))
+
+    # A member's phone, signed in through the mobile API.
+    status, body, _ = await _call(
+        client, "POST", "/api/mobile/auth/login", {},
+        {"username": "mx_mobile", "password": PASSWORD, "device_name": "matrix phone"},
+    )
+    assert status == 200, body
+    out.append(Caller("mobile device (member)", "device", "member",
+                      headers=(("Authorization", f"Bearer {body['data']['access_token']}"),)))
+    return out
+
+
+def concrete_path(path: str) -> str:
+    """``/api/users/{id}`` → ``/api/users/999999``: a resource that does not exist."""
+    return re.sub(r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}", MISSING_ID, path)
+
+
+async def check_route(
+    client: TestClient[Any, Any], r: Route, access: Access, who: list[Caller]
+) -> list[str]:
+    """Call ``r`` as each principal; return every outcome that breaks the policy."""
+    failures = []
+    path = concrete_path(r.path)
+    for caller in who:
+        want = expected(access, r.method, caller)
+        headers = dict(caller.headers)
+        body = None if r.method in SAFE_METHODS else {}
+        status, payload, _ = await _call(client, r.method, path, headers, body)
+        if want == ALLOWED:
+            ok = status not in (401, 403) and status < 500
+            wanted = "allowed (not 401/403/5xx)"
+        else:
+            ok = status == want and isinstance(payload.get("error"), str)
+            wanted = str(want)
+        if not ok:
+            failures.append(
+                f"{r.method} {r.path} as {caller.name}: got {status} "
+                f"{str(payload.get('error', ''))[:80]!r}, expected {wanted}"
+            )
+    return failures
+
+
+@pytest.fixture
+async def matrix_client(settings: Settings, aiohttp_client: Any) -> TestClient[Any, Any]:
+    # No cookie jar: each principal sends its own cookie explicitly.
+    client: TestClient[Any, Any] = await aiohttp_client(
+        create_app(settings), cookie_jar=aiohttp.DummyCookieJar()
+    )
+    return client
+
+
+def test_policy_names_exactly_the_registered_routes() -> None:
+    registered = {key(r): r for r in REGISTERED}
+    missing = sorted(set(registered) - set(POLICY))
+    stale = sorted(set(POLICY) - set(registered))
+    changed = sorted(
+        f"{k}: declared {r.access.value}, policy says {POLICY[k].value}"
+        for k, r in registered.items()
+        if k in POLICY and r.access is not POLICY[k]
+    )
+    assert not missing, f"routes with no expected access in POLICY (add them): {missing}"
+    assert not stale, f"POLICY names routes that are not registered: {stale}"
+    assert not changed, f"declared access differs from POLICY: {changed}"
+
+
+@pytest.mark.parametrize("route", REGISTERED, ids=key)
+async def test_route_against_every_principal(
+    route: Route, matrix_client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    live = {key(r): r for r in matrix_client.server.app[routing.ROUTES].values()}
+    assert key(route) in live
+    access = POLICY.get(key(route))
+    if access is None:
+        pytest.fail(f"{key(route)} is not in POLICY: state who may call it")
+    who = await callers(matrix_client, db)
+    assert len(who) == 8
+    failures = await check_route(matrix_client, live[key(route)], access, who)
+    assert not failures, "\n".join(failures)
+
+
+def loosen(app: web.Application, route_key: str, access: Access) -> None:
+    table = app[routing.ROUTES]
+    for registered, r in table.items():
+        if key(r) == route_key:
+            table[registered] = dataclasses.replace(r, access=access)
+            return
+    raise AssertionError(f"{route_key} is not registered")
+
+
+@pytest.mark.parametrize(
+    ("route_key", "looser", "caught"),
+    [
+        ("GET /api/admin/health/detailed", Access.MEMBER, "as member: got 200"),
+        ("GET /api/admin/health/detailed", Access.PUBLIC, "as anonymous: got 200"),
+        ("GET /api/auth/2fa", Access.VIEWER, "as API key (full): got 200"),
+    ],
+)
+async def test_the_matrix_catches_a_loosened_route(
+    settings: Settings, aiohttp_client: Any, db: asyncpg.Connection,
+    route_key: str, looser: Access, caught: str,
+) -> None:
+    """The check has teeth: a server whose declaration is looser than POLICY fails it."""
+    app = create_app(settings)
+    loosen(app, route_key, looser)
+    client = await aiohttp_client(app, cookie_jar=aiohttp.DummyCookieJar())
+    r = next(r for r in app[routing.ROUTES].values() if key(r) == route_key)
+    failures = await check_route(client, r, POLICY[route_key], await callers(client, db))
+    assert any(caught in f for f in failures), failures
+
+
+def test_expected_outcomes_table() -> None:
+    """The rules above, spelled out for a few cases."""
+    anon = Caller("anonymous", None)
+    viewer = Caller("viewer", "session", "viewer")
+    nocsrf = Caller("admin", "session", "admin", csrf=False)
+    read_key = Caller("read key", "api_key", "admin", read_only=True)
+    phone = Caller("phone", "device", "member")
+    assert expected(Access.PUBLIC, "POST", anon) == ALLOWED
+    assert expected(Access.VIEWER, "GET", anon) == 401
+    assert expected(Access.ADMIN, "GET", viewer) == 403
+    assert expected(Access.MEMBER, "GET", phone) == ALLOWED
+    assert expected(Access.ADMIN, "GET", phone) == 403
+    assert expected(Access.ADMIN, "GET", read_key) == ALLOWED
+    assert expected(Access.ADMIN, "DELETE", read_key) == 403
+    assert expected(Access.ACCOUNT, "GET", read_key) == 403
+    assert expected(Access.ACCOUNT, "POST", phone) == ALLOWED
+    assert expected(Access.ADMIN, "GET", nocsrf) == ALLOWED
+    assert expected(Access.ADMIN, "POST", nocsrf) == 403
+    assert expected(Access.PUBLIC, "POST", nocsrf) == ALLOWED
+    assert expected(Access.VIEWER, "POST", nocsrf) == 403
