@@ -246,6 +246,15 @@ async def test_try_it_out_uses_the_browser_session(ui: Any) -> None:
     body = await block.locator(".live-responses-table .microlight").first.text_content()
     assert '"username": "admin"' in (body or "")
     await ui.screenshot("swagger-try-it-out")
+
+    # A write: Swagger UI sends the session's CSRF token (the initializer adds it).
+    setup = page.locator(".opblock-post", has=page.locator('[data-path="/api/auth/2fa/setup"]'))
+    await setup.locator(".opblock-summary").first.click()
+    await setup.locator(".try-out__btn").click()
+    await setup.locator(".execute").click()
+    status = setup.locator(".live-responses-table tr.response .response-col_status").first
+    await status.wait_for()
+    assert (await status.text_content() or "").strip() == "200"
     assert await ui.problems() == []
 
 

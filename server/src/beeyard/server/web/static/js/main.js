@@ -81,6 +81,10 @@ function showHome(me) {
       await api.logout();
       showLogin("You are signed out.");
     } catch (err) {
+      if (err instanceof api.ApiError && err.status === 401) {
+        showLogin("Your session had already ended.");
+        return;
+      }
       signOut.disabled = false;
       mount(status, errorBox(err.message));
     }
