@@ -154,6 +154,8 @@ async def test_time_range_and_pagination(api: Any) -> None:
     ("until=2026-13-40", "query parameter until: must be an ISO 8601 date-time"),
     ("since=2026-01-02&until=2026-01-01", "since must be before until"),
     ("actor=%00", "actor: must not contain NUL"),
+    ("since=9999-12-31T23:59:59-23:59", "query parameter since: out of range"),
+    ("until=0001-01-01T00:00:00%2B23:59", "query parameter until: out of range"),
 ])
 async def test_bad_queries_are_422(api: Any, query: str, fragment: str) -> None:
     await api.login()

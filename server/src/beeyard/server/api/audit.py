@@ -61,7 +61,12 @@ def parse_time(name: str, raw: str | None) -> dt.datetime | None:
             when = dt.datetime.fromisoformat(candidate)
         except ValueError:
             continue
-        return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+        if when.tzinfo is None:
+            return when.replace(tzinfo=dt.UTC)
+        try:  # in UTC, as the database will compare it; 9999-12-31T23:59-01:00 is year 10000
+            return when.astimezone(dt.UTC)
+        except OverflowError:
+            raise ApiError(422, f"query parameter {name}: out of range; got {raw[:64]!r}") from None
     raise ApiError(422, f"query parameter {name}: must be an {_WHEN}; got {raw[:64]!r}")
 
 
