@@ -13,7 +13,7 @@ from aiohttp import web
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
-from beeyard.server.app import create_app
+from beeyard.server.app import SESSION_COOKIE, create_app
 from beeyard.server.auth.principal import Access
 from beeyard.server.config import Settings
 from beeyard.server.http import openapi, routing
@@ -218,7 +218,7 @@ def test_security_schemes() -> None:
     validate(doc)
     schemes = doc["components"]["securitySchemes"]
     assert schemes["session"] == {**schemes["session"], "type": "apiKey", "in": "cookie",
-                                  "name": "beeyard_session"}
+                                  "name": SESSION_COOKIE}
     assert schemes["csrf"]["in"] == "header"
     assert schemes["csrf"]["name"] == "X-CSRF-Token"
     assert schemes["apiKey"]["name"] == "X-API-Key"

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
+from beeyard.server.auth.middleware import CSRF_HEADER
 from beeyard.server.auth.principal import Access
 from beeyard.server.http.routing import Route
 from beeyard.shared.schema import Schema
@@ -25,8 +26,7 @@ OPENAPI_VERSION = "3.1.0"
 # bare document rather than the ``{"data": ...}`` envelope (the OpenAPI document itself).
 RAW = "x-beeyard-envelope"
 
-SESSION_COOKIE = "beeyard_session"
-CSRF_HEADER = "X-CSRF-Token"
+SESSION_COOKIE = "beeyard_session"  # app.SESSION_COOKIE (not imported: app imports us)
 API_KEY_HEADER = "X-API-Key"
 
 # Security scheme names (components.securitySchemes).
@@ -114,7 +114,7 @@ def summary_and_description(route: Route) -> tuple[str, str | None]:
     """
     doc = (inspect.getdoc(route.handler) or "").replace("``", "`")
     first_line = doc.splitlines()[0].strip() if doc else ""
-    if route.summary and route.summary.replace("``", "`") != first_line:
+    if route.summary and route.summary.strip().replace("``", "`") != first_line:
         return route.summary, doc or None
     if not doc:
         return route.summary or route.name, None
