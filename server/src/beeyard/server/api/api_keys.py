@@ -138,6 +138,8 @@ async def create_key(request: web.Request) -> web.Response:
         )
     except db.NameTaken:
         raise ApiError(409, f"you already have an API key named {name!r}") from None
+    except db.NoSuchUser:
+        raise ApiError(401, "authentication required") from None
     except db.TooMany:
         raise ApiError(
             409, f"you have {db.MAX_ACTIVE_PER_USER} API keys; revoke one before adding another"

@@ -20,8 +20,10 @@ own, which is the attack CSRF protection is for.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from beeyard.server import context
@@ -140,16 +142,20 @@ async def login(request: web.Request) -> web.Response:
     # The audit record names who tried, not whatever credential the request also carried.
     request[context.PRINCIPAL] = None  # type: ignore[misc]
     who = await authenticate(request, body["username"], body["password"], body["totp_code"])
+    pool = context.pool(request)
     access, refresh, pair = _new_pair(request)
-    device = await db.create_device(
-        context.pool(request), who.user_id, name, context.client_ip(request), pair
-    )
+    user = await users.get(pool, who.user_id)
+    device = None
+    if user is not None:
+        # The user may be deleted in the instant since the password check.
+        with contextlib.suppress(asyncpg.ForeignKeyViolationError):
+            device = await db.create_device(pool, who.user_id, name,
+                                            context.client_ip(request), pair)
+    if user is None or device is None:
+        raise ApiError(401, "invalid username or password")
     _as_device(request, device["id"], who.user_id, who.username, who.role.value)
     request[context.AUDIT_TARGET] = f"device:{device['id']}"
     request[context.AUDIT_DETAIL] = {**request.get(context.AUDIT_DETAIL, {}), "device_name": name}
-    user = await users.get(context.pool(request), who.user_id)
-    if user is None:  # deleted in the instant since the password check
-        raise ApiError(401, "invalid username or password")
     return ok(_tokens(access, refresh, pair, device["id"], user_brief(user)))
 
 

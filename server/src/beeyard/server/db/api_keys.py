@@ -31,6 +31,10 @@ class TooMany(Exception):
     """The user has ``MAX_ACTIVE_PER_USER`` active keys already."""
 
 
+class NoSuchUser(Exception):
+    """The owner was deleted between the request's authentication and this insert."""
+
+
 async def create(
     pool: asyncpg.Pool,
     *,
@@ -41,7 +45,7 @@ async def create(
     scope: str,
     expires_at: dt.datetime | None,
 ) -> dict[str, Any]:
-    """Insert a key; raise ``NameTaken`` or ``TooMany`` instead of creating a duplicate.
+    """Insert a key; raise ``NameTaken``, ``TooMany`` or ``NoSuchUser`` instead.
 
     The owner's row is locked for the length of the transaction so that two
     concurrent creations by the same user cannot both pass the name check.
@@ -49,7 +53,9 @@ async def create(
     the user (sessions, devices).
     """
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", user_id)
+        owner = await conn.fetchval("SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", user_id)
+        if owner is None:
+            raise NoSuchUser(user_id)
         active = await conn.fetchrow(
             """SELECT count(*) AS n, bool_or(lower(name) = lower($2)) AS taken
                  FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL""",

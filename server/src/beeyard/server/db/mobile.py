@@ -103,16 +103,19 @@ async def refresh(
     working too.
     """
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            won = await conn.fetchrow(_ROTATE, presented)
-            if won is not None:
-                await _insert_pair(conn, won["device_id"], pair)
-                await conn.execute(
-                    "UPDATE mobile_devices SET last_seen_at = now(), ip = $2 WHERE id = $1",
-                    won["device_id"], ip,
-                )
-                return Refreshed(won["device_id"], won["user_id"], won["username"], won["role"],
-                                 won["totp_enabled"])
+        try:
+            async with conn.transaction():
+                won = await conn.fetchrow(_ROTATE, presented)
+                if won is not None:
+                    await _insert_pair(conn, won["device_id"], pair)
+                    await conn.execute(
+                        "UPDATE mobile_devices SET last_seen_at = now(), ip = $2 WHERE id = $1",
+                        won["device_id"], ip,
+                    )
+                    return Refreshed(won["device_id"], won["user_id"], won["username"],
+                                     won["role"], won["totp_enabled"])
+        except asyncpg.ForeignKeyViolationError:  # the user was deleted meanwhile
+            return Refused(Reason.INVALID)
         seen = await conn.fetchrow(
             """SELECT t.kind, t.rotated_at IS NOT NULL AS rotated,
                       t.expires_at <= now() AS expired, d.id AS device_id,
