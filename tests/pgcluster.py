@@ -145,7 +145,8 @@ def main(argv: list[str]) -> int:
     if not available():
         print(f"pgcluster: PostgreSQL 15 is not installed at {PG15_BIN} "
               "(apt-get install postgresql-15)", file=sys.stderr)
-        return 1
+        # Skipped on a developer's machine without it; a failure in CI.
+        return 1 if os.environ.get("BEEYARD_REQUIRE_ALL") == "1" else 0
     parent = Path(tempfile.mkdtemp(prefix="beeyard-pg15-"))
     parent.chmod(0o711)
     cluster = new_cluster(parent)

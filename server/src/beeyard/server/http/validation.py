@@ -42,6 +42,10 @@ async def read_body(request: web.Request, decl: Route) -> dict[str, Any]:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ApiError(400, "request body is not usable JSON: nested too deeply") from None
+        except ValueError:  # an integer literal longer than Python converts (4300 digits)
+            raise ApiError(400, "request body is not usable JSON: a number is too long") from None
     else:
         data = {}
     if not isinstance(data, dict):
