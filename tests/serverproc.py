@@ -12,10 +12,12 @@ import contextlib
 import http.client
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -262,3 +264,65 @@ def assert_admin_signs_in(server: ServerProcess, password: str, dsn: str) -> Non
         assert resp.json()["data"]["user"]["username"] == "admin"
     else:
         assert asyncio.run(admin_password_matches(dsn, password))
+
+
+# -- memory while refusing large uploads ----------------------------------------------
+
+MB = 1024 * 1024
+
+
+class PeakRss:
+    """Samples a process's RSS every few milliseconds; ``peak`` is the largest seen."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.peak = server.rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.server.rss())
+            time.sleep(0.002)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def send_huge(
+    port: int, method: str, path: str, chunked: bool, size: int = 200 * MB
+) -> tuple[int, dict[str, Any], bool, int]:
+    """Send ``size`` bytes (as a hostile client would: all of it, whatever the server says).
+    Returns the status, the JSON body, whether the answer was already there after
+    the first 2 MB (before the body could have been read), and how many body bytes
+    went out before the server closed the connection."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    try:
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        head += "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {size}\r\n"
+        sock.sendall((head + "\r\n").encode())
+        block = b" " * MB
+        frame = f"{MB:x}\r\n".encode() + block + b"\r\n" if chunked else block
+        early = False
+        sent = 0
+        try:
+            while sent < size:
+                sock.sendall(frame)
+                sent += MB
+                if sent == 2 * MB:
+                    early = bool(select.select([sock], [], [], 5)[0])
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may close on us once it has answered
+        resp = http.client.HTTPResponse(sock)
+        resp.begin()
+        body = json.loads(resp.read())
+        return resp.status, body, early, sent
+    finally:
+        sock.close()

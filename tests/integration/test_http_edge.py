@@ -4,13 +4,8 @@ are read, measured on a real server process."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import secrets
-import select
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +21,7 @@ from beeyard.server.config import Settings
 from beeyard.server.http.envelope import ok
 from beeyard.server.http.routing import DEFAULT_MAX_BODY, install, route
 from beeyard.shared.schema import Field, Schema
-from serverproc import ServerProcess, request, start_server, stop_postgres
-
-MB = 1024 * 1024
+from serverproc import MB, PeakRss, ServerProcess, request, send_huge, start_server, stop_postgres
 
 # -- in-process: an app with test-only routes ------------------------------------------
 
@@ -180,8 +173,6 @@ async def test_security_headers_on_api_and_ui(edge: TestClient[Any, Any]) -> Non
 
 # -- a real process: memory while refusing 200 MB ----------------------------------------
 
-BIG = 200 * MB
-CHUNK = MB
 
 
 @pytest.fixture(scope="module")
@@ -195,61 +186,6 @@ def big_server(scratch: Path) -> Iterator[ServerProcess]:
     finally:
         server.stop()
         stop_postgres(data_dir)
-
-
-class PeakRss:
-    """Samples a process's RSS every few milliseconds; ``peak`` is the largest seen."""
-
-    def __init__(self, server: ServerProcess) -> None:
-        self.server = server
-        self.peak = server.rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.server.rss())
-            time.sleep(0.002)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def send_huge(port: int, method: str, path: str, chunked: bool) -> tuple[int, dict[str, Any],
-                                                                          bool]:
-    """Send 200 MB (as a hostile client would: all of it, whatever the server says).
-    Returns the status, the JSON body, and whether the answer was already there
-    after the first 2 MB, i.e. before the body could have been read."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    try:
-        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        head += "Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {BIG}\r\n"
-        sock.sendall((head + "\r\n").encode())
-        block = b" " * CHUNK
-        frame = f"{CHUNK:x}\r\n".encode() + block + b"\r\n" if chunked else block
-        early = False
-        sent = 0
-        try:
-            while sent < BIG:
-                sock.sendall(frame)
-                sent += CHUNK
-                if sent == 2 * CHUNK:
-                    early = bool(select.select([sock], [], [], 5)[0])
-            if chunked:
-                sock.sendall(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may close on us once it has answered
-        resp = http.client.HTTPResponse(sock)
-        resp.begin()
-        body = json.loads(resp.read())
-        return resp.status, body, early
-    finally:
-        sock.close()
 
 
 # route, how the body is framed, what the answer must be
@@ -273,7 +209,7 @@ def test_200_mb_upload_is_refused_without_growing_memory(
     request(big_server.port, method, path, b"{}", {"Content-Type": "application/json"})
     before = big_server.rss()
     with PeakRss(big_server) as rss:
-        status, body, early = send_huge(big_server.port, method, path, chunked)
+        status, body, early, _ = send_huge(big_server.port, method, path, chunked)
     assert status in statuses, body
     assert body["error"]
     assert early, "the refusal must come before the body is read"
