@@ -184,3 +184,37 @@ def test_settings_are_frozen() -> None:
 def test_database_urls_are_logged_without_passwords(url: str, shown: str) -> None:
     assert redact(url) == shown
     assert "secret" not in redact(url)
+
+
+def test_trusted_proxies_are_parsed(tmp_path: Path) -> None:
+    s = load(data_dir=str(tmp_path), env={"BEEYARD_TRUSTED_PROXIES": "127.0.0.1, 10.0.0.0/8 ::1"})
+    assert [str(n) for n in s.trusted_proxies] == ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
+    with pytest.raises(ConfigError, match="BEEYARD_TRUSTED_PROXIES: 'nginx' is not an IP"):
+        load(data_dir=str(tmp_path), env={"BEEYARD_TRUSTED_PROXIES": "nginx"})
+
+
+@pytest.mark.parametrize(
+    ("proxies", "remote", "forwarded", "seen"),
+    [
+        ("", "127.0.0.1", "203.0.113.9", "127.0.0.1"),  # no proxy trusted: header ignored
+        ("127.0.0.1", "127.0.0.1", "203.0.113.9", "203.0.113.9"),
+        ("127.0.0.1", "198.51.100.1", "203.0.113.9", "198.51.100.1"),  # not from the proxy
+        ("127.0.0.1 10.0.0.0/8", "127.0.0.1", "6.6.6.6, 203.0.113.9, 10.1.2.3", "203.0.113.9"),
+        ("127.0.0.1", "127.0.0.1", "garbage", "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.1", None, "127.0.0.1"),
+    ],
+)
+def test_client_ip_behind_a_proxy(
+    tmp_path: Path, proxies: str, remote: str, forwarded: str | None, seen: str
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from beeyard.server import context
+
+    app = web.Application()
+    app[context.SETTINGS] = load(data_dir=str(tmp_path),
+                                 env={"BEEYARD_TRUSTED_PROXIES": proxies})
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    request = make_mocked_request("GET", "/", headers=headers, app=app).clone(remote=remote)
+    assert context.client_ip(request) == seen

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -43,6 +44,8 @@ class Settings:
     secure_cookies: bool = False  # set when served over HTTPS (directly or behind a proxy)
     shutdown_timeout: float = 10.0  # how long in-flight requests may take to finish on stop
     database_wait: float = 30.0  # how long to wait at start for an external database
+    # Reverse proxies whose X-Forwarded-For names the client (audit log, sign-in throttle).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def embedded(self) -> bool:
@@ -72,6 +75,20 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 <= value <= 3600:
         raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
     return value
+
+
+def _networks(
+    env: Mapping[str, str], name: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    out = []
+    for item in env.get(name, "").replace(",", " ").split():
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{name}: {item!r} is not an IP address or network (e.g. 127.0.0.1, 10.0.0.0/8)"
+            ) from None
+    return tuple(out)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -154,4 +171,5 @@ def load(
         session_ttl=_env_int(env, "BEEYARD_SESSION_TTL", None, 7 * 24 * 3600),
         shutdown_timeout=_env_float(env, "BEEYARD_SHUTDOWN_TIMEOUT", 10.0),
         database_wait=_env_float(env, "BEEYARD_DATABASE_WAIT", 30.0),
+        trusted_proxies=_networks(env, "BEEYARD_TRUSTED_PROXIES"),
     )

@@ -6,6 +6,7 @@ the factory that wires the layers together.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
@@ -57,7 +58,28 @@ def query(request: web.Request) -> dict[str, Any]:
 
 
 def client_ip(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The caller's address; behind a trusted reverse proxy (BEEYARD_TRUSTED_PROXIES),
+    the nearest untrusted hop of X-Forwarded-For."""
+    remote = request.remote or "unknown"
+    proxies = request.app[SETTINGS].trusted_proxies
+    if not proxies or not _trusted(remote, proxies):
+        return remote
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",")]
+    for hop in reversed(hops):
+        if not _trusted(hop, proxies):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return remote  # a forged or garbled header: fall back to the proxy
+    return remote
+
+
+def _trusted(address: str, proxies: tuple[Any, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
 
 
 def uptime(app: web.Application) -> float:
