@@ -166,7 +166,8 @@ class Api:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient[Any, Any]:
+async def client(settings: Settings, aiohttp_client: Any) -> TestClient[Any, Any]:
+    # settings (and so the test database) first: torn down after the app's pool closes
     return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
 

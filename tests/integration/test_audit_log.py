@@ -179,7 +179,7 @@ async def test_no_secret_reaches_the_audit_log(api: Any, new_api: Any, db: Any) 
     new_admin_password = "another admin passphrase"
     await api.put("/api/auth/password",
                   {"current_password": ADMIN_PASSWORD, "new_password": new_admin_password})
-    _, body = await api.post("/api/auth/2fa/setup")
+    _, body = await api.post("/api/auth/2fa/setup", {"password": new_admin_password})
     secret = body["data"]["secret"]
     _, body = await api.post("/api/auth/2fa/enable", {"code": pyotp.TOTP(secret).now()})
     codes = body["data"]["recovery_codes"]

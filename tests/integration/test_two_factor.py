@@ -33,7 +33,7 @@ def wrong_code(secret: str) -> str:
 async def turn_on(api: Any) -> tuple[str, list[str]]:
     """Set up and enable 2FA for the signed-in user; the enabling code is for the
     previous step, so the current one is still free for a sign-in."""
-    status, body = await api.post("/api/auth/2fa/setup")
+    status, body = await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD})
     assert status == 200, body
     secret = body["data"]["secret"]
     status, body = await api.post("/api/auth/2fa/enable", {"code": code_at(secret, -1)})
@@ -56,7 +56,7 @@ async def test_setup_stores_the_secret_encrypted_and_leaves_2fa_off(
     assert (await api.get("/api/auth/2fa"))[1]["data"] == {
         "enabled": False, "pending": False, "recovery_codes_remaining": 0,
     }
-    status, body = await api.post("/api/auth/2fa/setup")
+    status, body = await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD})
     assert status == 200
     secret = body["data"]["secret"]
     uri = urlsplit(body["data"]["otpauth_uri"])
@@ -80,7 +80,7 @@ async def test_enable_checks_the_code_and_returns_recovery_codes(api: Any, db: A
     assert status == 409
     assert "POST /api/auth/2fa/setup" in body["error"]
 
-    _, body = await api.post("/api/auth/2fa/setup")
+    _, body = await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD})
     secret = body["data"]["secret"]
     status, body = await api.post("/api/auth/2fa/enable", {"code": wrong_code(secret)})
     assert status == 400
@@ -98,7 +98,7 @@ async def test_enable_checks_the_code_and_returns_recovery_codes(api: Any, db: A
     }
     assert (await api.get("/api/auth/me"))[1]["data"]["user"]["totp_enabled"] is True
     # Already on: neither set-up nor enabling again may replace the secret.
-    assert (await api.post("/api/auth/2fa/setup"))[0] == 409
+    assert (await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD}))[0] == 409
     assert (await api.post("/api/auth/2fa/enable", {"code": code_at(secret)}))[0] == 409
 
 
@@ -126,7 +126,7 @@ async def test_sign_in_needs_a_code_that_works_once(api: Any, new_api: Any) -> N
 
 async def test_the_code_that_enabled_2fa_cannot_sign_in(api: Any, new_api: Any) -> None:
     await api.login()
-    _, body = await api.post("/api/auth/2fa/setup")
+    _, body = await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD})
     secret = body["data"]["secret"]
     code = code_at(secret)
     assert (await api.post("/api/auth/2fa/enable", {"code": code}))[0] == 200
@@ -229,7 +229,7 @@ async def test_an_api_key_cannot_manage_2fa(api: Any, new_api: Any) -> None:
     robot = await new_api()
     robot.headers = {"X-API-Key": body["data"]["key"]}
     assert (await robot.get("/api/auth/2fa"))[0] == 403
-    assert (await robot.post("/api/auth/2fa/setup"))[0] == 403
+    assert (await robot.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD}))[0] == 403
     assert (await robot.post("/api/auth/2fa/disable", {"password": ADMIN_PASSWORD}))[0] == 403
 
 
@@ -244,3 +244,20 @@ async def test_mobile_sign_in_also_needs_the_code(api: Any, new_api: Any) -> Non
         "/api/mobile/auth/login", {**login, "totp_code": code_at(secret)}
     )
     assert status == 200, body
+
+
+async def test_setup_needs_the_password_and_counts_wrong_ones(api: Any) -> None:
+    """A stolen session alone cannot bind an authenticator of the thief's."""
+    await api.login()
+    status, body = await api.post("/api/auth/2fa/setup", {})
+    assert status == 422
+    assert body["error"] == "password: is required"
+    for _ in range(4):
+        status, body = await api.post("/api/auth/2fa/setup", {"password": "not my password"})
+        assert status == 403, body
+    status, _ = await api.post("/api/auth/2fa/setup", {"password": "not my password"})
+    assert status == 403
+    status, body = await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD})
+    assert status == 429, body  # five wrong confirmations lock the account like sign-in
+    status, body = await api.get("/api/auth/2fa")
+    assert body["data"]["pending"] is False

@@ -85,17 +85,30 @@ async def status(request: web.Request) -> web.Response:
     return ok({k: state[k] for k in ("enabled", "pending", "recovery_codes_remaining")})
 
 
+SETUP = Schema("TwoFactorSetup", (
+    Field("password", "str", min=1, max=passwords.MAX_LENGTH, secret=True,
+          doc="your password: a stolen session alone must not enrol an authenticator"),
+))
+
+
 @route("POST", "/api/auth/2fa/setup", Access.ACCOUNT, "two_factor.setup", tags=("2fa",),
-       extra_statuses=(409,), response={"type": "object", "properties": {
+       body=SETUP, rate_limited=True, extra_statuses=(403, 409, 429),
+       response={"type": "object", "properties": {
            "secret": {"type": "string", "description": "base32, for manual entry"},
            "otpauth_uri": {"type": "string", "description": "render as a QR code"},
            "enabled": {"type": "boolean"},
        }})
 async def setup(request: web.Request) -> web.Response:
     """Start 2FA set-up: a new secret for your authenticator. 2FA stays off until
-    ``/api/auth/2fa/enable`` confirms a code; calling this again replaces the secret."""
+    ``/api/auth/2fa/enable`` confirms a code; calling this again replaces the secret.
+    Asks for your password, so that whoever holds only your session cannot enrol
+    an authenticator of theirs and lock you out."""
     principal = context.principal(request)
     request[context.AUDIT_TARGET] = f"user:{principal.user_id}"
+    await reauthenticate(
+        request, principal.user_id, principal.username,
+        password=context.body(request)["password"],
+    )
     secret = totp.new_secret()
     sealed = request.app[context.KEYS].seal(secret)
     if not await users.begin_totp(context.pool(request), principal.user_id, sealed):
