@@ -153,7 +153,7 @@ def test_two_servers_racing_for_one_empty_data_dir(data_dir: Path) -> None:
                 losers.append(s)
         assert len(winners) == 1, [s.output() for s in (a, b)]
         loser = losers[0]
-        assert loser.wait_exit() == 1
+        assert loser.wait_exit() == 1, loser.output()
         assert "is in use by another beeyard-server" in loser.output()
         assert "Traceback" not in loser.output()
         dsn = dsn_of(data_dir)

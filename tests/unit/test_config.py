@@ -218,3 +218,14 @@ def test_client_ip_behind_a_proxy(
     headers = {"X-Forwarded-For": forwarded} if forwarded else {}
     request = make_mocked_request("GET", "/", headers=headers, app=app).clone(remote=remote)
     assert context.client_ip(request) == seen
+
+
+def test_concurrent_first_starts_agree_on_one_secret_key(tmp_path: Path) -> None:
+    """Servers starting together on one empty data dir must not each keep their own key."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: config.load_secret(tmp_path, None), range(32)))
+    assert len(keys) == 1
+    assert config.load_secret(tmp_path, None) in keys
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]  # no temporary files left

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -119,21 +120,31 @@ def load_secret(data_dir: Path, given: str | None) -> bytes:
         return key
     key = secrets.token_bytes(32)
     try:
-        write_private(path, base64.urlsafe_b64encode(key).decode() + "\n")
+        write_private(path, base64.urlsafe_b64encode(key).decode() + "\n", exclusive=True)
+    except FileExistsError:  # a server starting at the same moment wrote it first
+        return load_secret(data_dir, None)
     except OSError as exc:
         raise ConfigError(f"cannot write the secret key to {path}: {exc.strerror}") from None
     return key
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write a file that only its owner can read, never briefly readable by others."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def write_private(path: Path, text: str, *, exclusive: bool = False) -> None:
+    """Write a file that only its owner can read, never briefly readable by others and
+    never seen half-written. ``exclusive``: fail with FileExistsError if it exists."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if exclusive:
+            os.link(tmp, path)  # atomic, and refuses to replace
+        else:
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def load(
