@@ -218,3 +218,17 @@ def test_demo_prints_how_to_sign_in(data_dir: Path) -> None:
         out = server.output()
         assert f"Sign in at http://127.0.0.1:{server.port}/ as admin, password: {password}" in out
         assert "swagger-ui" in out
+        # Once the admin changes the password, the file is stale and is not shown again.
+        resp = server.login(password)
+        assert resp.status == 200
+        cookie = resp.headers["Set-Cookie"].split(";", 1)[0]
+        changed = request(
+            server.port, "PUT", "/api/auth/password",
+            {"current_password": password, "new_password": "a brand new passphrase"},
+            {"Cookie": cookie, "X-CSRF-Token": resp.json()["data"]["csrf_token"]},
+        )
+        assert changed.status == 200, changed.body
+    with running_server(data_dir, command="demo") as server:
+        out = server.output()
+        assert "as admin, password: (the password you set)" in out
+        assert password not in out

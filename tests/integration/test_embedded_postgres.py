@@ -303,3 +303,23 @@ def test_root_copies_the_runtime_when_the_venv_is_private(
     finally:
         server.stop()
     assert postgres_processes(data_dir) == []
+
+
+def test_a_planted_socket_directory_is_refused(scratch: Path) -> None:
+    """A data dir with a long path puts the socket in /tmp; a symlink or a directory
+    another user planted there first must not receive the trust-authenticated socket."""
+    data = scratch / ("long-" + "x" * 90) / "data"
+    data.mkdir(parents=True)
+    data.parent.chmod(0o711)
+    server = EmbeddedPostgres(data)
+    assert str(server.socket_dir).startswith("/tmp/beeyard-pg-")
+    decoy = scratch / f"decoy-{secrets.token_hex(4)}"
+    decoy.mkdir()
+    server.socket_dir.symlink_to(decoy)
+    try:
+        with pytest.raises(embedded.EmbeddedError, match="not a directory owned by"):
+            server.start()
+        assert list(decoy.iterdir()) == []
+    finally:
+        server.socket_dir.unlink()
+        server.stop()

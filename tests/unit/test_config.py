@@ -85,6 +85,8 @@ def test_empty_variables_count_as_unset(tmp_path: Path) -> None:
         ({"BEEYARD_PORT": "65536"}, "port must be between 0 and 65535"),
         ({"BEEYARD_PORT": "-1"}, "port must be between 0 and 65535"),
         ({"BEEYARD_SESSION_TTL": "1d"}, "BEEYARD_SESSION_TTL must be an integer"),
+        ({"BEEYARD_SESSION_TTL": "-5"}, "BEEYARD_SESSION_TTL must be between 60 and"),
+        ({"BEEYARD_SESSION_TTL": "1000000000000"}, "BEEYARD_SESSION_TTL must be between 60"),
         ({"BEEYARD_SHUTDOWN_TIMEOUT": "x"}, "BEEYARD_SHUTDOWN_TIMEOUT must be a number"),
         ({"BEEYARD_DATABASE_WAIT": "-3"}, "BEEYARD_DATABASE_WAIT must be between 0 and 3600"),
         ({"BEEYARD_SECRET_KEY": "x" * 31}, "BEEYARD_SECRET_KEY must be at least 32 characters"),
@@ -179,6 +181,9 @@ def test_settings_are_frozen() -> None:
         ("postgresql://postgres@/beeyard?host=/run/pg&port=5432",
          "postgresql://postgres@/beeyard?host=/run/pg&port=5432"),
         ("postgresql://h/db", "postgresql://h/db"),
+        ("host=/run/pg user=u password=secret dbname=b",
+         "host=/run/pg user=u password=*** dbname=b"),
+        ("host=h password = 'sec ret' user=u", "host=h password = *** user=u"),
     ],
 )
 def test_database_urls_are_logged_without_passwords(url: str, shown: str) -> None:
@@ -229,3 +234,13 @@ def test_concurrent_first_starts_agree_on_one_secret_key(tmp_path: Path) -> None
     assert len(keys) == 1
     assert config.load_secret(tmp_path, None) in keys
     assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]  # no temporary files left
+
+
+def test_a_secret_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    load(data_dir=str(tmp_path), env={})
+    key = tmp_path / "secret.key"
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"readable by other users .*chmod 600"):
+        load(data_dir=str(tmp_path), env={})
+    key.chmod(0o600)
+    assert load(data_dir=str(tmp_path), env={}).secret_key

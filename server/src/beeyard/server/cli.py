@@ -18,9 +18,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from beeyard.server import __version__, config
+from beeyard.server import __version__, config, context
 from beeyard.server.app import create_app
-from beeyard.server.db.bootstrap import PASSWORD_FILE
+from beeyard.server.db import bootstrap
 from beeyard.server.db.embedded import EmbeddedError
 from beeyard.server.db.pool import DatabaseUnavailable
 
@@ -85,14 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         return _fail(str(exc), 2)
 
+    demo_password: list[str | None] = [None]
+
+    async def note_demo_password(app: web.Application) -> None:
+        demo_password[0] = await bootstrap.initial_password(app[context.POOL], settings)
+
+    if args.command == "demo":
+        app.on_startup.append(note_demo_password)  # runs after the database is up
+
     def ready(_banner: str) -> None:
         """Called by aiohttp once the socket listens (in place of its own banner)."""
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         url = f"http://{host}:{settings.port}/"
         print(f"Beeyard {__version__} is serving at {url}", file=sys.stderr, flush=True)
         if args.command == "demo":
-            pw = settings.data_dir / PASSWORD_FILE
-            secret = pw.read_text().strip() if pw.exists() else "(the password you set)"
+            secret = demo_password[0] or "(the password you set)"
             print(
                 f"Sign in at {url} as admin, password: {secret}\n"
                 f"API docs at {url}swagger-ui/ · data in {settings.data_dir} · Ctrl-C stops",

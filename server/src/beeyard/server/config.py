@@ -65,6 +65,12 @@ def _env_int(env: Mapping[str, str], name: str, value: int | None, default: int)
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _bounded(value: int, name: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high} seconds, got {value}")
+    return value
+
+
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -117,6 +123,12 @@ def load_secret(data_dir: Path, given: str | None) -> bytes:
             raise ConfigError(f"{path} is not a valid secret key file") from None
         if len(key) < 32:
             raise ConfigError(f"{path} holds a key shorter than 32 bytes")
+        mode = path.stat().st_mode & 0o077
+        if mode:
+            raise ConfigError(
+                f"{path} is readable by other users (mode {path.stat().st_mode & 0o777:o}): "
+                f"anyone who reads it can forge sessions; run chmod 600 {path}"
+            )
         return key
     key = secrets.token_bytes(32)
     try:
@@ -179,7 +191,10 @@ def load(
         secret_key=load_secret(directory, env.get("BEEYARD_SECRET_KEY")),
         admin_password=env.get("BEEYARD_ADMIN_PASSWORD") or None,
         secure_cookies=_flag(env, "BEEYARD_SECURE_COOKIES"),
-        session_ttl=_env_int(env, "BEEYARD_SESSION_TTL", None, 7 * 24 * 3600),
+        session_ttl=_bounded(
+            _env_int(env, "BEEYARD_SESSION_TTL", None, 7 * 24 * 3600),
+            "BEEYARD_SESSION_TTL", 60, 366 * 24 * 3600,
+        ),
         shutdown_timeout=_env_float(env, "BEEYARD_SHUTDOWN_TIMEOUT", 10.0),
         database_wait=_env_float(env, "BEEYARD_DATABASE_WAIT", 30.0),
         trusted_proxies=_networks(env, "BEEYARD_TRUSTED_PROXIES"),

@@ -48,3 +48,17 @@ async def ensure_admin(conn: asyncpg.Connection, settings: Settings) -> None:
         )
     else:
         log.info("created user 'admin' with the password from BEEYARD_ADMIN_PASSWORD")
+
+
+async def initial_password(pool: asyncpg.Pool, settings: Settings) -> str | None:
+    """The generated admin password from its file, if it still signs in; None once the
+    admin has changed it (the file is then only a stale note the operator may delete)."""
+    path = settings.data_dir / PASSWORD_FILE
+    try:
+        password = path.read_text().strip()
+    except OSError:
+        return None
+    user = await users.for_login(pool, ADMIN)
+    if user is None or not await passwords.verify_password(password, user["password_hash"]):
+        return None
+    return password

@@ -224,12 +224,27 @@ class EmbeddedPostgres:
 
     def _prepare_dirs(self) -> None:
         for d in (self.pgdata, self.socket_dir):
-            d.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(d, 0o700)
-            os.chown(d, self.owner.uid, self.owner.gid)
+            try:
+                d.mkdir(mode=0o700)
+            except FileExistsError:
+                self._check_own_dir(d)
+            os.chmod(d, 0o700, follow_symlinks=False)
+            os.chown(d, self.owner.uid, self.owner.gid, follow_symlinks=False)
         if not self.logfile.exists():
             self.logfile.touch(mode=0o600)
         os.chown(self.logfile, self.owner.uid, self.owner.gid)
+
+    def _check_own_dir(self, d: Path) -> None:
+        """An existing directory must be a real one that we (or beeyard-pg) own: the
+        socket fallback lives in /tmp, where another local user could plant a
+        symlink or a directory of theirs to capture the trust-authenticated socket."""
+        st = d.lstat()
+        mine = {self.owner.uid, os.geteuid()}
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in mine:
+            raise EmbeddedError(
+                f"{d} exists but is not a directory owned by {self.owner.name}; "
+                "remove it, or choose a shorter data directory path"
+            )
 
     def _run(
         self, tool: str, *args: str, timeout: float = 120, new_session: bool = False

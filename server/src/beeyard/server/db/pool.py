@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -92,6 +93,8 @@ _SECRET_PARAMS = {"password", "passfile", "sslpassword", "sslkey"}
 
 def redact(dsn: str) -> str:
     """The URL without its password (in the user part or the query), for logs."""
+    if "://" not in dsn:  # libpq keyword form: host=... password=...
+        return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn, flags=re.I)
     try:
         parts = urlsplit(dsn)
         netloc = parts.netloc
