@@ -64,8 +64,8 @@ class Field:
     def check(self, value: Any, where: str) -> Any:
         """Return ``value`` (converted where lossless) or raise ``SchemaError``."""
         if value is None:
-            if self.nullable:
-                return None
+            if self.nullable or (not self.required and self.default is None):
+                return None  # an optional field sent as null is the same as absent
             raise SchemaError(f"{where}: must not be null")
         kind = self.kind
         if kind == "str":
