@@ -3,16 +3,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
+import ipaddress
+import secrets
+import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 
 from beeyard.server.app import SESSION_COOKIE, create_app
+from beeyard.server.auth import passwords
 from beeyard.server.auth.login import LIMITER
 from beeyard.server.auth.ratelimit import LoginLimiter
+from beeyard.server.db import migrate
+from beeyard.server.services.throttle import sweep as throttle_sweep
+from conftest import _with_db
 
 PASSWORD = "a long enough passphrase"
 
@@ -319,3 +330,276 @@ async def test_signing_in_again_needs_no_csrf_header(api: Any, db: Any) -> None:
     data = await api.login()
     assert (await api.get("/api/auth/me"))[1]["data"]["csrf_token"] == data["csrf_token"]
     assert await db.fetchval("SELECT count(*) FROM sessions WHERE revoked_at IS NULL") == 2
+
+
+# -- bursts of parallel attempts ---------------------------------------------------------
+
+RIGHT = "correct horse battery staple"
+
+
+class Scrypt:
+    """Counts the real scrypt calls (which run in the hashing threads) and can hold them
+    at a gate, so a test can look at the server while hashes are in progress."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, gated: bool = False) -> None:
+        self.calls: list[int] = []
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+        real = hashlib.scrypt
+
+        def scrypt(password: bytes, **kw: Any) -> bytes:
+            self.calls.append(1)
+            self.gate.wait(30)  # never hang a thread for good, whatever the test does
+            return real(password, **kw)
+
+        monkeypatch.setattr(hashlib, "scrypt", scrypt)
+
+
+async def until(condition: Any, what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+async def test_a_parallel_burst_gets_no_more_guesses_than_the_allowance(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is checked before the hash and the failure known after it: without a
+    reservation, 30 parallel guesses would all pass the check and all be judged."""
+    scrypt = Scrypt(monkeypatch)
+    results = await asyncio.gather(
+        *(attempt(client, "admin", f"wrong guess {i}") for i in range(30))
+    )
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [401] * 5 + [429] * 25
+    assert len(scrypt.calls) == 5
+    status, _, headers = await attempt(client, "admin", RIGHT)
+    assert (status, headers["Retry-After"]) == (429, "300")
+    assert len(scrypt.calls) == 5
+
+
+async def test_the_right_password_within_a_burst_does_not_sign_in(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scrypt = Scrypt(monkeypatch, gated=True)
+    try:
+        burst = [asyncio.ensure_future(attempt(client, "admin", f"wrong guess {i}"))
+                 for i in range(30)]
+        # Five are being judged; the other 25 are refused at once, not queued.
+        await until(lambda: sum(f.done() for f in burst) == 25, "25 refusals came back")
+        refused = [f.result() for f in burst if f.done()]
+        assert {status for status, _, _ in refused} == {429}
+        assert {headers["Retry-After"] for _, _, headers in refused} == {"1"}
+        assert all("at once" in body["error"] for _, body, _ in refused)
+        status, body, headers = await asyncio.wait_for(attempt(client, "admin", RIGHT), 10)
+        assert (status, headers["X-RateLimit-Remaining"]) == (429, "0"), body
+    finally:
+        scrypt.gate.set()
+    results = await asyncio.gather(*burst)
+    assert sorted(status for status, _, _ in results) == [401] * 5 + [429] * 25
+    assert len(scrypt.calls) == 5
+    status, body, headers = await attempt(client, "admin", RIGHT)
+    assert (status, headers["Retry-After"]) == (429, "300"), body
+
+
+async def test_a_burst_of_wrong_current_passwords_is_throttled_too(
+    api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await api.login()
+    scrypt = Scrypt(monkeypatch)
+    change = {"current_password": "not my password", "new_password": "a new long passphrase"}
+    results = await asyncio.gather(*(api.put("/api/auth/password", change) for _ in range(30)))
+    assert sorted(status for status, _ in results) == [403] * 5 + [429] * 25
+    assert len(scrypt.calls) == 5
+
+
+# -- the hashing pool ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def behind_proxy(settings: Any, aiohttp_client: Any) -> Any:
+    """The app behind a trusted proxy on 127.0.0.1, so X-Forwarded-For chooses each
+    request's client address (any number of them, IPv6 included)."""
+    proxied = dataclasses.replace(
+        settings, trusted_proxies=(ipaddress.ip_network("127.0.0.1/32"),)
+    )
+    return await aiohttp_client(create_app(proxied))
+
+
+async def attempt_from(
+    client: Any, ip: str, username: str, password: str
+) -> tuple[int, dict[str, Any], Any]:
+    payload = {"username": username, "password": password}
+    async with client.post("/api/auth/login", json=payload,
+                           headers={"X-Forwarded-For": ip}) as resp:
+        return resp.status, await resp.json(), resp.headers
+
+
+async def test_a_sign_in_flood_neither_starves_static_files_nor_queues_without_end(
+    behind_proxy: Any, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    """Hashes run on their own small pool: the default executor, which serves static
+    files, stays free; and beyond MAX_WAITING queued hashes a sign-in is refused at
+    once with 503 instead of waiting behind the flood."""
+    client = behind_proxy
+    scrypt = Scrypt(monkeypatch, gated=True)
+    admitted = passwords.WORKERS + passwords.MAX_WAITING
+    flood = admitted + 30
+    try:
+        burst = [asyncio.ensure_future(attempt_from(client, f"10.0.{i // 250}.{i % 250 + 1}",
+                                                    f"user{i}", "a wrong guess"))
+                 for i in range(flood)]
+        await until(lambda: sum(f.done() for f in burst) == flood - admitted,
+                    "the requests beyond the queue were refused")
+        busy = [f.result() for f in burst if f.done()]
+        assert {status for status, _, _ in busy} == {503}
+        assert {headers["Retry-After"] for _, _, headers in busy} == {"1"}
+        assert len(scrypt.calls) == passwords.WORKERS  # the rest wait in the queue
+        async with asyncio.timeout(10):  # hangs if hashing holds the default executor
+            async with client.get("/") as resp:
+                assert resp.status == 200
+                await resp.read()
+    finally:
+        scrypt.gate.set()
+    results = await asyncio.gather(*burst)
+    assert sorted(s for s, _, _ in results) == [401] * admitted + [503] * (flood - admitted)
+    # One 503 is logged as it happened; the rest are counted into one summary.
+    assert await db.fetchval(
+        "SELECT count(*) FROM audit_logs WHERE action = 'auth.login' AND status = 503") == 1
+    await throttle_sweep(client.server.app)
+    row = await db.fetchrow("SELECT * FROM audit_logs WHERE action = 'auth.throttled'")
+    assert (row["target"], row["status"]) == ("busy", 503)
+    assert row["detail"]["refused"] == flood - admitted
+
+
+async def test_ipv6_clients_share_the_lockout_of_their_64(behind_proxy: Any) -> None:
+    client = behind_proxy
+    for i in range(5):
+        status, _, _ = await attempt_from(client, f"2001:db8:7:7::{i + 1}", f"guess{i}", "wrong!")
+        assert status == 401
+    status, _, headers = await attempt_from(client, "2001:db8:7:7:ffff::1", "admin", RIGHT)
+    assert (status, headers["Retry-After"]) == (429, "300")
+    status, body, _ = await attempt_from(client, "2001:db8:7:8::1", "admin", RIGHT)
+    assert status == 200, body
+
+
+# -- refusals in the audit log --------------------------------------------------------------
+
+
+async def test_a_locked_account_logs_its_first_refusal_and_counts_the_rest(
+    throttled: Any, db: Any
+) -> None:
+    clock, connect = throttled
+    client = await connect("127.0.0.1")
+    await _admin_creates(client, "alice")
+    for _ in range(5):
+        assert (await attempt(client, "alice", "wrong password!"))[0] == 401
+    for _ in range(40):
+        assert (await attempt(client, "alice", PASSWORD))[0] == 429
+    rows = await db.fetch(
+        "SELECT status, detail FROM audit_logs WHERE action = 'auth.login' AND actor = 'alice'"
+    )
+    assert sorted(r["status"] for r in rows) == [401] * 5 + [429]
+    app = client.server.app
+    await throttle_sweep(app)  # still locked: still counting, nothing written yet
+    assert await db.fetchval(
+        "SELECT count(*) FROM audit_logs WHERE action = 'auth.throttled'") == 0
+
+    clock.now += 301
+    await throttle_sweep(app)
+    rows = await db.fetch(
+        "SELECT actor, ip, target, status, outcome, detail FROM audit_logs "
+        "WHERE action = 'auth.throttled' ORDER BY target"
+    )
+    assert [(r["target"], r["actor"], r["ip"]) for r in rows] == [
+        ("ip:127.0.0.1", None, "127.0.0.1"), ("user:alice", "alice", None)]
+    for r in rows:
+        assert (r["status"], r["outcome"]) == (429, "failure")
+        assert (r["detail"]["refused"], r["detail"]["ended"]) == (40, True)
+    assert app[LIMITER]._entries == {}  # pruned on the timer, no fail() needed
+    status, body, _ = await attempt(client, "alice", PASSWORD)
+    assert status == 200, body
+
+
+# -- usernames ---------------------------------------------------------------------------
+
+
+async def test_login_forms_share_one_definition_of_the_credentials(api: Any) -> None:
+    """Web and mobile sign-in take the same username and password: the same bounds,
+    the same answers."""
+    cases = [
+        ({"username": "u" * 250, "password": "a wrong guess"}, 401),
+        ({"username": "u" * 257, "password": "a wrong guess"}, 422),
+        ({"username": "admin", "password": "x" * passwords.MAX_LENGTH}, 401),
+        ({"username": "admin", "password": "x" * (passwords.MAX_LENGTH + 1)}, 422),
+    ]
+    for payload, expected in cases:
+        web_status, web_body = await api.post("/api/auth/login", payload)
+        mobile_status, mobile_body = await api.post(
+            "/api/mobile/auth/login", {**payload, "device_name": "phone"}
+        )
+        assert web_status == mobile_status == expected, (payload, web_body, mobile_body)
+        assert web_body == mobile_body
+
+
+async def test_usernames_outside_the_rule_are_unknown_users(
+    api: Any, monkeypatch: pytest.MonkeyPatch, db: Any
+) -> None:
+    """No account can have such a name, so the lookup is skipped, but the dummy hash is
+    still paid and the attempt still counts against the address."""
+    scrypt = Scrypt(monkeypatch)
+    for name in ("ad min", "admin\u0130", "ａｄｍｉｎ", "admin\n", "a" * 65):
+        status, body = await api.post("/api/auth/login", {"username": name, "password": RIGHT})
+        assert (status, body) == (401, {"error": "invalid username or password"}), name
+    assert len(scrypt.calls) == 5
+    assert (await api.post("/api/auth/login", {"username": "admin", "password": RIGHT}))[0] == 429
+    assert await db.fetchval("SELECT count(*) FROM sessions") == 0
+
+
+@pytest.fixture
+async def utf8_settings(pg_admin_url: str, settings: Any) -> AsyncIterator[Any]:
+    """A database whose libc locale is C.UTF-8, where SQL lower('ADMİN') is 'admin'
+    (the embedded cluster's default C locale leaves 'İ' alone)."""
+    name = f"beeyard_test_utf8_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' "
+                            "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'")
+    except asyncpg.PostgresError as exc:
+        await admin.close()
+        pytest.skip(f"this PostgreSQL has no C.UTF-8 locale: {exc}")
+    url = _with_db(pg_admin_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate.migrate(conn)
+        assert await conn.fetchval("SELECT lower('ADM\u0130N') = 'admin'")
+    finally:
+        await conn.close()
+    try:
+        yield dataclasses.replace(settings, database_url=url)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_a_look_alike_username_neither_signs_in_nor_escapes_the_lockout(
+    utf8_settings: Any, aiohttp_client: Any
+) -> None:
+    """'ADMİN' (capital I with a dot) is 'admin' to SQL lower() here, but not to
+    Python's: it once found the admin account under a lockout count of its own."""
+    client = await aiohttp_client(create_app(utf8_settings))
+    look_alike = "ADM\u0130N"
+    status, _, _ = await attempt(client, look_alike, RIGHT)
+    assert status == 401  # not a name any account can have
+    for _ in range(4):
+        assert (await attempt(client, "admin", "wrong password!"))[0] == 401
+    status, _, _ = await attempt(client, look_alike, RIGHT)
+    assert status == 429  # the address's five failures; never a sign-in
+    elsewhere = await aiohttp_client(client.server,
+                                     connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)))
+    status, _, _ = await attempt(elsewhere, look_alike, RIGHT)
+    assert status == 401  # the account is not locked; the look-alike still is no one
+    assert (await attempt(elsewhere, "ADMIN", RIGHT))[0] == 200

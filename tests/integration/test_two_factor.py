@@ -83,9 +83,9 @@ async def test_enable_checks_the_code_and_returns_recovery_codes(api: Any, db: A
     _, body = await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD})
     secret = body["data"]["secret"]
     status, body = await api.post("/api/auth/2fa/enable", {"code": wrong_code(secret)})
-    assert status == 400
+    assert status == 403
     assert "does not match" in body["error"]
-    assert (await api.post("/api/auth/2fa/enable", {"code": "abc"}))[0] == 400
+    assert (await api.post("/api/auth/2fa/enable", {"code": "abc"}))[0] == 403
 
     status, body = await api.post("/api/auth/2fa/enable", {"code": code_at(secret)})
     assert status == 200, body
@@ -100,6 +100,27 @@ async def test_enable_checks_the_code_and_returns_recovery_codes(api: Any, db: A
     # Already on: neither set-up nor enabling again may replace the secret.
     assert (await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD}))[0] == 409
     assert (await api.post("/api/auth/2fa/enable", {"code": code_at(secret)}))[0] == 409
+
+
+async def test_wrong_codes_when_enabling_count_toward_the_lockout(
+    api: Any, new_api: Any
+) -> None:
+    """Enabling is the one 2FA route without a password; its code must not be
+    guessable without limit, so wrong ones lock the account like wrong passwords."""
+    await api.login()
+    _, body = await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD})
+    secret = body["data"]["secret"]
+    remaining = []
+    for _ in range(5):
+        async with api.client.post("/api/auth/2fa/enable", json={"code": wrong_code(secret)},
+                                   headers={"X-CSRF-Token": api.csrf}) as resp:
+            assert resp.status == 403, await resp.text()
+            remaining.append(resp.headers["X-RateLimit-Remaining"])
+    assert remaining == ["4", "3", "2", "1", "0"]
+    status, body = await api.post("/api/auth/2fa/enable", {"code": code_at(secret)})
+    assert status == 429, body
+    assert (await sign_in(new_api))[0] == 429  # the same lockout as sign-in
+    assert (await api.get("/api/auth/2fa"))[1]["data"]["enabled"] is False
 
 
 async def test_sign_in_needs_a_code_that_works_once(api: Any, new_api: Any) -> None:

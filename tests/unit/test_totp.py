@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyotp
 
 from beeyard.server.auth import totp
@@ -36,8 +38,30 @@ def test_recovery_codes_are_unique_and_normalise() -> None:
     codes = totp.new_recovery_codes()
     assert len(set(codes)) == totp.RECOVERY_CODES
     for code in codes:
-        assert len(code) == 19 and code.count("-") == 3
-        assert totp.normalise_recovery_code(f" {code.upper()} ") == code.replace("-", "")
+        assert len(code) == 34 and code.count("-") == 6
+        assert all(len(group) == 4 for group in code.split("-"))
+        normal = code.replace("-", "")
+        assert totp.normalise_recovery_code(f" {code.upper()} ") == normal
+        assert totp.normalise_recovery_code(code.replace("-", " \t")) == normal
+        assert totp.is_recovery_code(normal)
+
+
+def test_recovery_codes_carry_at_least_128_random_bits() -> None:
+    """They are stored as plain SHA-256 digests, which DESIGN.md allows only for
+    generated secrets of at least 128 random bits."""
+    alphabet = set(totp.RECOVERY_ALPHABET)
+    assert len(alphabet) == len(totp.RECOVERY_ALPHABET) == 31
+    assert not alphabet & set("01ilo")  # no look-alikes
+    assert totp.RECOVERY_CODE_LENGTH * math.log2(len(alphabet)) >= 128
+    for code in totp.new_recovery_codes():
+        assert set(totp.normalise_recovery_code(code)) <= alphabet
+
+
+def test_only_well_formed_recovery_codes_are_looked_up() -> None:
+    good = totp.normalise_recovery_code(totp.new_recovery_codes()[0])
+    assert totp.is_recovery_code(good)
+    for bad in (good[:-1], good + "a", good[:-1] + "0", good[:-1] + "é", "", "abcd" * 4):
+        assert not totp.is_recovery_code(bad)
 
 
 def test_uri_names_issuer_and_user() -> None:

@@ -35,6 +35,7 @@ from beeyard.server.http.audit import audit_middleware
 from beeyard.server.http.middleware import edge_middleware
 from beeyard.server.services import background
 from beeyard.server.services.housekeeping import housekeeping
+from beeyard.server.services.throttle import throttle
 from beeyard.server.web import install as install_web_ui
 
 log = logging.getLogger("beeyard.server")
@@ -94,5 +95,5 @@ def create_app(settings: Settings) -> web.Application:
     install_web_ui(app)  # the UI at /, Swagger UI at /swagger-ui/
     app.on_startup.insert(0, _check_routes)  # before the database starts
     app.cleanup_ctx.append(database)
-    app.cleanup_ctx.append(background(housekeeping))
+    app.cleanup_ctx.append(background(housekeeping, throttle))
     return app

@@ -42,6 +42,7 @@ class Settings:
     login_max_failures: int = 5  # per IP and per account within the window
     login_window: int = 60
     login_lockout: int = 300
+    audit_retention_days: int = 365  # housekeeping deletes older audit records
     secure_cookies: bool = False  # set when served over HTTPS (directly or behind a proxy)
     shutdown_timeout: float = 10.0  # how long in-flight requests may take to finish on stop
     database_wait: float = 30.0  # how long to wait at start for an external database
@@ -183,6 +184,9 @@ def load(
     port_value = _env_int(env, "BEEYARD_PORT", port, 8420)
     if not 0 <= port_value <= 65535:
         raise ConfigError(f"port must be between 0 and 65535, got {port_value}")
+    retention = _env_int(env, "BEEYARD_AUDIT_RETENTION_DAYS", None, 365)
+    if retention < 1:
+        raise ConfigError(f"BEEYARD_AUDIT_RETENTION_DAYS must be at least 1 day, got {retention}")
     return Settings(
         host=host or env.get("BEEYARD_HOST") or "127.0.0.1",
         port=port_value,
@@ -198,4 +202,5 @@ def load(
         shutdown_timeout=_env_float(env, "BEEYARD_SHUTDOWN_TIMEOUT", 10.0),
         database_wait=_env_float(env, "BEEYARD_DATABASE_WAIT", 30.0),
         trusted_proxies=_networks(env, "BEEYARD_TRUSTED_PROXIES"),
+        audit_retention_days=retention,
     )

@@ -29,6 +29,7 @@ QUERY = web.RequestKey("query", dict)
 AUDIT_TARGET = web.RequestKey("audit_target", str)  # what a write acted on, e.g. "user:7"
 AUDIT_ACTOR = web.RequestKey("audit_actor", str)  # the username a login attempt named
 AUDIT_DETAIL = web.RequestKey("audit_detail", dict)
+AUDIT_SKIP = web.RequestKey("audit_skip", bool)  # counted elsewhere instead (throttle refusals)
 REQUEST_ID = web.RequestKey("request_id", str)
 RATE_HEADERS = web.RequestKey("rate_headers", dict)  # X-RateLimit-* for rate-limited routes
 

@@ -16,7 +16,7 @@ from aiohttp_session import get_session, new_session
 
 from beeyard.server import context
 from beeyard.server.auth import passwords, tokens
-from beeyard.server.auth.login import authenticate, reauthenticate
+from beeyard.server.auth.login import CREDENTIALS, authenticate, reauthenticate
 from beeyard.server.auth.middleware import SESSION_KEY
 from beeyard.server.auth.principal import Access, Principal
 from beeyard.server.db import sessions, users
@@ -36,13 +36,7 @@ USER_BRIEF: dict[str, Any] = {
     },
 }
 
-LOGIN = Schema("Login", (
-    Field("username", "str", min=1, max=256),
-    Field("password", "str", min=1, max=passwords.MAX_LENGTH, secret=True),
-    Field("totp_code", "str", required=False, nullable=True, max=64,
-          doc="required when the account has 2FA on: the current 6-digit code, or one of "
-              "the recovery codes (each works once)"),
-))
+LOGIN = Schema("Login", CREDENTIALS)
 
 PASSWORD = Schema("PasswordChange", (
     Field("current_password", "str", min=1, max=passwords.MAX_LENGTH, secret=True),

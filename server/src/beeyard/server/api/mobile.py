@@ -29,7 +29,7 @@ from aiohttp import web
 from beeyard.server import context
 from beeyard.server.api.auth import USER_BRIEF, user_brief
 from beeyard.server.auth import tokens
-from beeyard.server.auth.login import authenticate
+from beeyard.server.auth.login import CREDENTIALS, authenticate
 from beeyard.server.auth.principal import Access, Principal, Role
 from beeyard.server.db import mobile as db
 from beeyard.server.db import users
@@ -39,10 +39,7 @@ from beeyard.server.http.routing import route
 from beeyard.shared.schema import Field, Schema
 
 LOGIN = Schema("MobileLogin", (
-    Field("username", "str", min=1, max=200),
-    Field("password", "str", min=1, max=1024, secret=True),
-    Field("totp_code", "str", required=False, nullable=True, max=64,
-          doc="a current authenticator code or an unused recovery code, when 2FA is on"),
+    *CREDENTIALS,  # the same fields, bounds and docs as the web sign-in
     Field("device_name", "str", min=1, max=100, doc="shown in the device list, e.g. 'Ana's phone'"),
 ))
 

@@ -3,9 +3,10 @@
 Set-up is two steps so that nobody is locked out by a mistyped secret: ``setup``
 stores a new secret (encrypted with a key derived from the server secret) but
 leaves 2FA off; ``enable`` turns it on only after a code from that secret
-proves the authenticator has it. Turning 2FA off or replacing the recovery codes
-asks for the password (or a code) again, through the same throttle as sign-in,
-so a stolen session alone cannot do it.
+proves the authenticator has it (a wrong code counts toward the sign-in lockout).
+Turning 2FA off or replacing the recovery codes asks for the password (or a
+code) again, through the same throttle as sign-in, so a stolen session alone
+cannot do it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from aiohttp import web
 
 from beeyard.server import context
 from beeyard.server.auth import passwords, tokens, totp
-from beeyard.server.auth.login import reauthenticate
+from beeyard.server.auth.login import account_keys, attempt, reauthenticate
 from beeyard.server.auth.principal import Access
 from beeyard.server.db import users
 from beeyard.server.http.envelope import ApiError, ok
@@ -122,10 +123,14 @@ async def setup(request: web.Request) -> web.Response:
 
 
 @route("POST", "/api/auth/2fa/enable", Access.ACCOUNT, "two_factor.enable", body=ENABLE,
-       tags=("2fa",), extra_statuses=(400, 409), response=_CODES)
+       tags=("2fa",), rate_limited=True, extra_statuses=(403, 409, 429), response=_CODES)
 async def enable(request: web.Request) -> web.Response:
     """Turn 2FA on with a code from the authenticator; returns 10 one-time recovery
-    codes, shown only now. From then on, sign-in needs ``totp_code``."""
+    codes, shown only now. From then on, sign-in needs ``totp_code``.
+
+    A wrong code is a 403 and counts toward the sign-in lockout, like a wrong
+    code anywhere else: the set-up's secret must not be guessable by trying codes.
+    """
     principal = context.principal(request)
     request[context.AUDIT_TARGET] = f"user:{principal.user_id}"
     state = await _state(request)
@@ -134,10 +139,15 @@ async def enable(request: web.Request) -> web.Response:
     if state["secret_enc"] is None:
         raise ApiError(409, "no 2FA set-up in progress: call POST /api/auth/2fa/setup first")
     secret = request.app[context.KEYS].open(state["secret_enc"])
-    step = totp.matching_step(secret, context.body(request)["code"], None)
-    if step is None:
-        raise ApiError(400, "the code does not match: enter the current 6-digit code, and "
-                            "check that the authenticator's clock is right")
+    with attempt(request, account_keys(request, principal.username), "attempts") as tried:
+        step = totp.matching_step(secret, context.body(request)["code"], None)
+        if step is None:
+            tried.failed()
+            request[context.AUDIT_DETAIL] = {"reason": "bad two-factor code"}
+            raise ApiError(403, "the code does not match: enter the current 6-digit code, and "
+                                "check that the authenticator's clock is right")
+        # Right: the reservation is given back, but the account's count is not reset
+        # (a code of a new authenticator proves nothing about the password).
     codes, digests = _new_codes()
     async with context.pool(request).acquire() as conn:
         # The confirming code is marked used, so it cannot also sign in.

@@ -12,7 +12,6 @@ every credential they hold, so re-enabling does not revive an old session.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import asyncpg
@@ -21,13 +20,13 @@ from aiohttp import web
 from beeyard.server import context
 from beeyard.server.auth import passwords
 from beeyard.server.auth.principal import Access, Role
+from beeyard.server.auth.usernames import USERNAME  # one rule, shared with sign-in
 from beeyard.server.db import users as db
 from beeyard.server.http.envelope import ApiError, ok
 from beeyard.server.http.params import path_id
 from beeyard.server.http.routing import route
 from beeyard.shared.schema import Field, Schema
 
-USERNAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 ROLES = tuple(r.value for r in Role)
 _POLICY_DOC = (
     "at least 10 characters (a passphrase of a few words is ideal), at most 1024, not the "

@@ -8,6 +8,7 @@ tolerated either way.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 
@@ -43,15 +44,32 @@ def matching_step(
     return None
 
 
+# No look-alikes (0/o, 1/l/i): 31 symbols, log2(31) ≈ 4.95 bits each.
+RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+# A recovery code is a generated secret stored as a plain SHA-256 digest, so it must
+# carry at least 128 random bits (DESIGN.md): 28 symbols ≈ 138.7 bits, typed as seven
+# groups of four.
+RECOVERY_CODE_LENGTH = 28
+_GROUP = 4
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+
 def new_recovery_codes() -> list[str]:
-    """Ten codes of 80 random bits each, grouped for reading aloud: ``abcd-efgh-jkmn-pqrs``."""
-    alphabet = "abcdefghjkmnpqrstuvwxyz23456789"  # no look-alikes (0/o, 1/l/i)
+    """Ten codes of ≈139 random bits each, grouped for reading aloud:
+    ``abcd-efgh-jkmn-pqrs-tuvw-xyz2-3456``."""
     codes = []
     for _ in range(RECOVERY_CODES):
-        raw = "".join(secrets.choice(alphabet) for _ in range(16))
-        codes.append("-".join(raw[i:i + 4] for i in range(0, 16, 4)))
+        raw = "".join(secrets.choice(RECOVERY_ALPHABET) for _ in range(RECOVERY_CODE_LENGTH))
+        codes.append("-".join(raw[i:i + _GROUP] for i in range(0, RECOVERY_CODE_LENGTH, _GROUP)))
     return codes
 
 
 def normalise_recovery_code(code: str) -> str:
-    return code.strip().lower().replace(" ", "").replace("-", "")
+    """The code as stored (its digest): lower case, without the dashes and any
+    whitespace a person may type between the groups."""
+    return _SEPARATORS.sub("", code).lower()
+
+
+def is_recovery_code(normal: str) -> bool:
+    """Whether a normalised code could be one we issued; anything else is not looked up."""
+    return len(normal) == RECOVERY_CODE_LENGTH and all(c in RECOVERY_ALPHABET for c in normal)

@@ -3,8 +3,9 @@
 Only the SHA-256 digest of a key is stored, with its first 8 characters after
 ``beeyard_`` for recognising it in a list. Revoking a key stamps ``revoked_at``
 instead of deleting the row, so that the audit trail's ``api_key:N`` targets
-still name something an operator can look up. Nothing here ever selects the
-digest back out: a listing cannot leak what it does not read.
+still name something an operator can look up (housekeeping deletes the row 90
+days later). Nothing here ever selects the digest back out: a listing cannot
+leak what it does not read.
 """
 
 from __future__ import annotations
@@ -106,3 +107,12 @@ async def revoke(pool: asyncpg.Pool, key_id: int, owner_id: int | None) -> dict[
         key_id, owner_id,
     )
     return None if row is None else dict(row)
+
+
+async def purge_revoked(pool: asyncpg.Pool, *, keep_days: int = 90) -> int:
+    """Delete keys revoked more than ``keep_days`` ago; return how many. Until then a
+    revoked key stays listed so the audit trail's ``api_key:N`` targets name something."""
+    done = await pool.execute(
+        "DELETE FROM api_keys WHERE revoked_at < now() - make_interval(days => $1)", keep_days
+    )
+    return int(done.split()[-1])

@@ -76,3 +76,24 @@ async def search(
         *args,
     )
     return [dict(r) for r in rows], int(total)
+
+
+_PURGE_BATCH = 10_000
+
+
+async def purge_older_than(pool: asyncpg.Pool, days: int) -> int:
+    """Delete records older than ``days``; return how many. In batches, so that the
+    first purge of a large, long-kept log neither holds one huge transaction nor
+    blocks the writers of new records for long."""
+    total = 0
+    while True:
+        done = await pool.execute(
+            """DELETE FROM audit_logs WHERE id IN (
+                   SELECT id FROM audit_logs WHERE at < now() - make_interval(days => $1)
+                    LIMIT $2)""",
+            days, _PURGE_BATCH,
+        )
+        deleted = int(done.split()[-1])
+        total += deleted
+        if deleted < _PURGE_BATCH:
+            return total

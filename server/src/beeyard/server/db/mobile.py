@@ -179,3 +179,23 @@ async def revoke_device(
         device_id, owner_id,
     )
     return None if row is None else dict(row)
+
+
+async def purge(pool: asyncpg.Pool, *, keep_days: int = 90) -> tuple[int, int]:
+    """Delete tokens expired more than a day ago (rotated ones are kept until then, to
+    recognise reuse), and devices revoked, or left without a token, more than
+    ``keep_days`` ago (with them whatever tokens remain): long enough that the audit
+    trail's ``device:N`` targets can still be looked up while anyone asks about them.
+    Returns (tokens, devices) deleted."""
+    async with pool.acquire() as conn, conn.transaction():
+        tokens = await conn.execute(
+            "DELETE FROM mobile_tokens WHERE expires_at < now() - interval '1 day'"
+        )
+        devices = await conn.execute(
+            """DELETE FROM mobile_devices d
+                WHERE d.revoked_at < now() - make_interval(days => $1)
+                   OR (d.last_seen_at < now() - make_interval(days => $1)
+                       AND NOT EXISTS (SELECT 1 FROM mobile_tokens t WHERE t.device_id = d.id))""",
+            keep_days,
+        )
+    return int(tokens.split()[-1]), int(devices.split()[-1])

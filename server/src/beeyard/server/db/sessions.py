@@ -105,3 +105,13 @@ async def revoke_for_user(
         user_id, keep,
     )
     return int(done.split()[-1])
+
+
+async def purge(pool: asyncpg.Pool) -> int:
+    """Delete sessions expired or revoked more than a day ago (the day keeps a just
+    revoked one visible to whoever looks into a sign-out); return how many."""
+    done = await pool.execute(
+        "DELETE FROM sessions WHERE expires_at < now() - interval '1 day' "
+        "OR revoked_at < now() - interval '1 day'"
+    )
+    return int(done.split()[-1])

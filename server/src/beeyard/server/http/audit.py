@@ -3,7 +3,10 @@ IP and outcome, whether it succeeded, failed or was denied.
 
 Handlers may refine the record through the request keys in ``context``
 (``AUDIT_TARGET``, ``AUDIT_ACTOR`` for a login's attempted username,
-``AUDIT_DETAIL``); the middleware writes it, so no write can forget to.
+``AUDIT_DETAIL``); the middleware writes it, so no write can forget to. The one
+exception is ``AUDIT_SKIP``: the sign-in throttle sets it on the second and later
+refusals of a locked key, which it counts and summarises in one record instead
+(``auth/ratelimit.py``), so that a flood cannot grow the log by a row a request.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def _write(request: web.Request, action: str, status: int) -> None:
+    if request.get(context.AUDIT_SKIP):  # a repeated throttle refusal: counted, not logged
+        return
     principal: Principal | None = request.get(context.PRINCIPAL)
     target = request.get(context.AUDIT_TARGET)
     if target is None and request.match_info:

@@ -23,11 +23,13 @@ log = logging.getLogger("beeyard.server.services")
 
 @dataclass
 class Background:
-    """A periodic job: ``run`` every ``interval`` seconds until the app stops."""
+    """A periodic job: ``run`` every ``interval`` seconds until the app stops, then
+    ``final`` once (to save what the job holds in memory)."""
 
     name: str
     interval: float
     run: Callable[[web.Application], Awaitable[None]]
+    final: Callable[[web.Application], Awaitable[None]] | None = None
     runs: int = 0
     failures: int = 0
     last_run: float | None = None
@@ -75,5 +77,10 @@ def background(*jobs: Background) -> Callable[[web.Application], AsyncIterator[N
                 job.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await job.task
+            if job.final is not None:
+                try:
+                    await job.final(app)
+                except Exception:
+                    log.exception("background task %s failed to finish", job.name)
 
     return ctx
