@@ -9,8 +9,9 @@ deliberate edits, and a route cannot be added without stating who may call it.
 
 For each route and principal the expected outcome follows from the policy
 access level and the method: 401 for anonymous callers of non-public routes,
-403 when the role or the key's scope is insufficient (API keys on account
-routes; read-only keys on writes; cookie writes without the CSRF token), and
+403 when the role or the key's scope is insufficient (API keys on account and
+user-administration routes; read-only keys on writes; cookie writes without the
+CSRF token), and
 otherwise an answer that is neither 401, 403 nor 5xx (public routes included: a
 cookie without its CSRF token on a public write counts as anonymous). Path parameters are a
 harmless id that does not exist; writes send ``{}``. Each route gets a fresh
@@ -75,10 +76,12 @@ POLICY: dict[str, Access] = {
     "GET /api/sessions": Access.ADMIN,
     "DELETE /api/sessions/{id}": Access.ADMIN,
     "GET /api/users": Access.ADMIN,
-    "POST /api/users": Access.ADMIN,
     "GET /api/users/{id}": Access.ADMIN,
-    "PUT /api/users/{id}": Access.ADMIN,
-    "DELETE /api/users/{id}": Access.ADMIN,
+    # creating users and changing their credentials or privileges: an admin in person,
+    # never an API key
+    "POST /api/users": Access.ADMIN_INTERACTIVE,
+    "PUT /api/users/{id}": Access.ADMIN_INTERACTIVE,
+    "DELETE /api/users/{id}": Access.ADMIN_INTERACTIVE,
 }
 
 MISSING_ID = "999999"
@@ -125,6 +128,8 @@ def expected(access: Access, method: str, who: Caller) -> int:
     if access is Access.ACCOUNT:
         return 403 if who.kind == "api_key" else ALLOWED
     assert who.role is not None
+    if access is Access.ADMIN_INTERACTIVE:
+        return 403 if who.kind == "api_key" or who.role != "admin" else ALLOWED
     if RANK[who.role] < RANK[access.value]:
         return 403
     if who.read_only and write:
@@ -290,6 +295,8 @@ def loosen(app: web.Application, route_key: str, access: Access) -> None:
         ("GET /api/admin/health/detailed", Access.MEMBER, "as member: got 200"),
         ("GET /api/admin/health/detailed", Access.PUBLIC, "as anonymous: got 200"),
         ("GET /api/auth/2fa", Access.VIEWER, "as API key (full): got 200"),
+        ("PUT /api/users/{id}", Access.ADMIN, "as API key (full): got 422"),
+        ("POST /api/users", Access.MEMBER, "as mobile device (member): got 422"),
     ],
 )
 async def test_the_matrix_catches_a_loosened_route(
@@ -325,3 +332,15 @@ def test_expected_outcomes_table() -> None:
     assert expected(Access.ADMIN, "POST", nocsrf) == 403
     assert expected(Access.PUBLIC, "POST", nocsrf) == ALLOWED
     assert expected(Access.VIEWER, "POST", nocsrf) == 403
+    full_key = Caller("full key", "api_key", "admin")
+    admin = Caller("admin", "session", "admin")
+    admin_phone = Caller("admin's phone", "device", "admin")
+    assert expected(Access.ADMIN, "POST", full_key) == ALLOWED
+    assert expected(Access.ADMIN_INTERACTIVE, "POST", full_key) == 403
+    assert expected(Access.ADMIN_INTERACTIVE, "GET", read_key) == 403
+    assert expected(Access.ADMIN_INTERACTIVE, "PUT", admin) == ALLOWED
+    assert expected(Access.ADMIN_INTERACTIVE, "PUT", admin_phone) == ALLOWED
+    assert expected(Access.ADMIN_INTERACTIVE, "PUT", phone) == 403
+    assert expected(Access.ADMIN_INTERACTIVE, "DELETE", viewer) == 403
+    assert expected(Access.ADMIN_INTERACTIVE, "DELETE", anon) == 401
+    assert expected(Access.ADMIN_INTERACTIVE, "POST", nocsrf) == 403

@@ -260,7 +260,7 @@ async def test_revoke_takes_effect_at_once(api: Api, db: Any) -> None:
     status, body = await api.delete(f"{KEYS}/{data['id']}")
     assert status == 404
     assert body["error"] == f"API key {data['id']} not found"
-    for bad, expected in (("abc", 422), ("²", 422), ("-1", 422), (str(2**63), 404)):
+    for bad, expected in (("abc", 422), ("²", 422), ("-1", 404), ("0", 404), (str(2**63), 404)):
         status, body = await api.delete(f"{KEYS}/{bad}")
         assert status == expected, (bad, body)
     assert await db.fetchval(
@@ -358,3 +358,14 @@ async def test_browser_session_manages_keys_with_csrf(api: Api, db: Any) -> None
     assert status == 200, body
     assert body["data"]["principal"] == {"kind": "api_key", "id": data["id"], "read_only": True}
     assert "csrf_token" not in body["data"]
+
+
+async def test_a_misspelt_field_is_refused_not_ignored(api: Api, db: Any) -> None:
+    """Dropping unknown fields would turn ``expires_in_day`` and ``"scope "`` into a
+    full-scope key that never expires: looser than what was asked for."""
+    await sign_in(api)
+    status, body = await api.post(KEYS, {"name": "k", "expires_in_day": 1, "scope ": "read"})
+    assert (status, body) == (422, {"error": "unknown fields expires_in_day, 'scope '"})
+    status, body = await api.get(f"{KEYS}?al=true")
+    assert (status, body) == (422, {"error": "unknown query parameter al"})
+    assert await db.fetchval("SELECT count(*) FROM api_keys") == 0

@@ -193,3 +193,17 @@ async def test_no_secret_reaches_the_audit_log(api: Any, new_api: Any, db: Any) 
     for secret_text in [ADMIN_PASSWORD, new_admin_password, PASSWORD, "a wrong guess!!",
                         secret, data["csrf_token"], key, *codes]:
         assert secret_text not in dump
+
+
+async def test_the_action_prefix_is_literal_backslashes_included(api: Any, db: Any) -> None:
+    r"""In LIKE a backslash escapes the next character, so the prefix ``x\`` must be sent
+    as ``x\\`` or it turns the ``%`` after it into a literal."""
+    await api.login()
+    for action in ("odd\\thing", "odd\\%thing", "odd_thing", "oddXthing"):
+        await db.execute(
+            "INSERT INTO audit_logs (action, outcome) VALUES ($1, 'success')", action
+        )
+    for prefix, found in [("odd\\", {"odd\\thing", "odd\\%thing"}), ("odd\\%", {"odd\\%thing"}),
+                          ("odd\\t", {"odd\\thing"}), ("odd_", {"odd_thing"}), ("odd%", set())]:
+        logs, _ = await entries(api, "action=" + quote(prefix))
+        assert {e["action"] for e in logs} == found, prefix

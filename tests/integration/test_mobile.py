@@ -493,3 +493,23 @@ async def test_a_failed_login_is_audited_under_the_name_tried(api: Any, db: Any)
     assert row["actor_user_id"] is None
     assert row["outcome"] == "denied"
     assert row["detail"] == {"reason": "bad credentials"}
+
+
+async def test_refresh_ends_the_access_tokens_it_replaces(api: Any, db: Any) -> None:
+    """A refresh hands out a new access token; the one it replaces (say, copied off the
+    phone) must not keep working until its own expiry."""
+    phone = await mobile_login(api, device="phone")
+    tablet = await mobile_login(api, device="tablet")
+    status, body = await refresh(api, phone["refresh_token"])
+    assert status == 200, body
+    renewed = body["data"]
+    status, body = await api.get(HEALTH, headers=bearer(phone["access_token"]))
+    assert status == 401, body
+    assert (await api.get(HEALTH, headers=bearer(renewed["access_token"])))[0] == 200
+    # Other devices of the same user are untouched.
+    assert (await api.get(HEALTH, headers=bearer(tablet["access_token"])))[0] == 200
+    live = await db.fetchval(
+        "SELECT count(*) FROM mobile_tokens WHERE device_id = $1 AND kind = 'access' "
+        "AND expires_at > now()", phone["device_id"],
+    )
+    assert live == 1

@@ -93,7 +93,8 @@ async def test_each_operation_matches_its_declaration(client: Any) -> None:
             used = {name for alt in op["security"] for name in alt}
             assert used <= schemes, where
             api_key_allowed = any("apiKey" in alt for alt in op["security"])
-            assert api_key_allowed == (r.access is not Access.ACCOUNT), where
+            people_only = r.access in (Access.ACCOUNT, Access.ADMIN_INTERACTIVE)
+            assert api_key_allowed == (not people_only), where
             if r.is_write:
                 assert {"session": [], "csrf": []} in op["security"], where
         if r.body is not None:
@@ -138,6 +139,10 @@ async def test_document_follows_routes_added_at_build_time(
     async def mine(request: web.Request) -> web.Response:
         return ok({})
 
+    @route("POST", "/api/widgets/owners", Access.ADMIN_INTERACTIVE, "widgets.owners")
+    async def owners(request: web.Request) -> web.Response:
+        return ok({})
+
     @route("DELETE", "/api/widgets/{id}", Access.ADMIN, "widgets.delete")
     async def delete(request: web.Request) -> web.Response:
         """Delete a widget for good: its parts go too, and
@@ -148,7 +153,7 @@ async def test_document_follows_routes_added_at_build_time(
         return ok({})
 
     app = create_app(settings)
-    routing.install(app, [update, mine, delete])
+    routing.install(app, [update, mine, owners, delete])
     client = await aiohttp_client(app)
     doc = await fetch_document(client)
     validate(doc)
@@ -171,12 +176,14 @@ async def test_document_follows_routes_added_at_build_time(
     assert ref == "#/components/schemas/Widget"
     widget = doc["components"]["schemas"]["Widget"]
     assert widget["required"] == ["name"]
+    assert widget["additionalProperties"] is False  # bodies are read strictly
     assert widget["properties"]["name"] == {
         "type": "string", "description": "what to call it", "minLength": 1, "maxLength": 40,
     }
     assert widget["properties"]["secret"]["format"] == "password"
     responses = op["responses"]
-    assert set(responses) == {"201", "401", "403", "404", "409", "413", "422", "429"}
+    assert set(responses) == {"201", "401", "403", "404", "408", "409", "413", "415", "422",
+                              "429"}
     success = responses["201"]["content"]["application/json"]["schema"]
     assert success["properties"]["data"] == {
         "type": "object", "properties": {"id": {"type": "integer"}},
@@ -193,6 +200,11 @@ async def test_document_follows_routes_added_at_build_time(
     assert "requestBody" not in mine_op
     assert set(mine_op["responses"]) == {"200", "401", "403"}
     assert mine_op["summary"] == "widgets.mine"  # no docstring: the name stands in
+
+    owners_op = doc["paths"]["/api/widgets/owners"]["post"]
+    assert owners_op["x-beeyard-access"] == "admin_interactive"
+    assert owners_op["security"] == [{"session": [], "csrf": []}, {"bearer": []}]
+    assert set(owners_op["responses"]) == {"200", "401", "403"}
 
     delete_op = doc["paths"]["/api/widgets/{id}"]["delete"]
     assert delete_op["summary"] == (

@@ -199,7 +199,7 @@ async def test_disable_needs_the_password_or_a_code(api: Any, new_api: Any, db: 
     secret, _ = await turn_on(api)
     status, body = await api.post("/api/auth/2fa/disable", {})
     assert status == 422
-    assert "give password, or code" in body["error"]
+    assert body["error"].startswith("confirm with your password")
     status, body = await api.post("/api/auth/2fa/disable", {"password": "not the password"})
     assert (status, body) == (403, {"error": "the password is wrong"})
     status, body = await api.post("/api/auth/2fa/disable", {"code": wrong_code(secret)})
@@ -282,3 +282,20 @@ async def test_setup_needs_the_password_and_counts_wrong_ones(api: Any) -> None:
     assert status == 429, body  # five wrong confirmations lock the account like sign-in
     status, body = await api.get("/api/auth/2fa")
     assert body["data"]["pending"] is False
+
+
+async def test_codes_in_other_digits_are_wrong_codes_not_errors(api: Any, new_api: Any) -> None:
+    """"١٢٣٤٥٦" and "１２３４５６" pass str.isdigit(); they must be refused like any wrong code."""
+    await api.login()
+    status, body = await api.post("/api/auth/2fa/setup", {"password": ADMIN_PASSWORD})
+    assert status == 200, body
+    secret = body["data"]["secret"]
+    for code in ("١٢٣٤٥٦", "１２３４５６"):
+        status, body = await api.post("/api/auth/2fa/enable", {"code": code})
+        assert status in (400, 403), body  # as for any wrong code
+        assert "the code does not match" in body["error"]
+    status, body = await api.post("/api/auth/2fa/enable", {"code": code_at(secret, -1)})
+    assert status == 200, body
+    for code in ("١٢٣٤٥٦", "１２３４５６"):
+        status, body = await sign_in(new_api, totp_code=code)
+        assert status == 401, body

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from conftest import ADMIN_PASSWORD
+
 PASSWORD = "a long enough passphrase"
 PUBLIC_FIELDS = {
     "id", "username", "role", "disabled", "totp_enabled", "created_at", "updated_at",
@@ -113,6 +115,12 @@ async def test_unknown_ids_are_404(api: Any) -> None:
     assert (await api.get("/api/users/" + "9" * 31))[0] == 422
     assert (await api.get("/api/users/12345678901234567890"))[0] == 404
     assert (await api.get("/api/users/bob"))[0] == 422
+    # An integer that cannot name a row is simply not found, whatever its sign.
+    assert (await api.get("/api/users/0")) == (404, {"error": "user 0 not found"})
+    assert (await api.get("/api/users/-1")) == (404, {"error": "user -1 not found"})
+    assert (await api.delete("/api/users/-7"))[0] == 404
+    assert (await api.get("/api/users/1.5"))[0] == 422
+    assert (await api.get("/api/users/%EF%BC%91"))[0] == 422  # fullwidth 1
 
 
 async def test_update_input_errors(api: Any) -> None:
@@ -229,4 +237,60 @@ async def test_read_only_key_can_list_but_not_create(api: Any, new_api: Any) -> 
     robot.headers = {"X-API-Key": body["data"]["key"]}
     assert (await robot.get("/api/users"))[0] == 200
     status, body = await robot.post("/api/users", {"username": "eve", "password": PASSWORD})
-    assert (status, body["error"]) == (403, "this API key is read-only")
+    assert status == 403
+    assert body["error"].startswith("API keys cannot create users")
+
+
+async def test_an_api_key_cannot_create_users_or_change_credentials(
+    api: Any, new_api: Any, db: Any
+) -> None:
+    """Credentials and privileges change only at a person's hand: a leaked full-scope
+    admin key must not be able to mint an admin, reset a password, promote, or turn
+    off someone's 2FA."""
+    await api.login()
+    uid = await make_user(api, "bob", role="viewer")
+    await db.execute(
+        "UPDATE users SET totp_enabled = true, totp_secret_enc = '\\x00' WHERE id = $1", uid
+    )
+    _, body = await api.post("/api/auth/api-keys", {"name": "automation", "scope": "full"})
+    robot = await new_api()
+    robot.headers = {"X-API-Key": body["data"]["key"]}
+    assert (await robot.get("/api/users"))[0] == 200  # reading stays possible
+    assert (await robot.get(f"/api/users/{uid}"))[0] == 200
+    attempts = [
+        ("POST", "/api/users", {"username": "eve", "password": PASSWORD, "role": "admin"}),
+        ("PUT", f"/api/users/{uid}", {"role": "admin"}),
+        ("PUT", f"/api/users/{uid}", {"password": "chosen by the key holder"}),
+        ("PUT", f"/api/users/{uid}", {"disable_totp": True}),
+        ("PUT", f"/api/users/{uid}", {"disabled": True}),
+        ("DELETE", f"/api/users/{uid}", None),
+    ]
+    for method, path, payload in attempts:
+        status, body = await robot.call(method, path, payload)
+        assert status == 403, (method, path, body)
+        assert "API key" in body["error"]
+    row = await db.fetchrow("SELECT role, disabled, totp_enabled FROM users WHERE id = $1", uid)
+    assert (row["role"], row["disabled"], row["totp_enabled"]) == ("viewer", False, True)
+    assert await db.fetchval("SELECT count(*) FROM users WHERE username = 'eve'") == 0
+
+
+async def test_an_admin_on_a_phone_may_manage_users(api: Any) -> None:
+    status, body = await api.post("/api/mobile/auth/login", {
+        "username": "admin", "password": ADMIN_PASSWORD, "device_name": "admin's phone",
+    })
+    assert status == 200, body
+    api.headers = {"Authorization": f"Bearer {body['data']['access_token']}"}
+    uid = await make_user(api, "bob")
+    assert (await api.put(f"/api/users/{uid}", {"role": "viewer"}))[0] == 200
+
+
+async def test_an_admin_cannot_turn_off_their_own_2fa_without_the_password(
+    api: Any, db: Any
+) -> None:
+    await api.login()
+    await db.execute("UPDATE users SET totp_enabled = true, totp_secret_enc = '\\x00' "
+                     "WHERE id = 1")
+    status, body = await api.put("/api/users/1", {"disable_totp": True})
+    assert status == 400
+    assert "POST /api/auth/2fa/disable" in body["error"]
+    assert await db.fetchval("SELECT totp_enabled FROM users WHERE id = 1") is True

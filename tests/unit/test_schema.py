@@ -90,6 +90,44 @@ def test_defaults_unknown_fields_and_conversion() -> None:
     assert out["nested"] is None
 
 
+@given(json_values)
+def test_strict_validate_raises_only_schema_error(data: Any) -> None:
+    try:
+        out = USER.validate(data, strict=True)
+    except SchemaError as exc:
+        assert str(exc)
+    else:
+        assert set(out) == {f.name for f in USER.fields}
+        assert set(data) <= set(out)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"username": "a", "agee": 3}, "unknown field agee"),
+        ({"username": "a", "role ": "admin"}, "unknown field 'role '"),
+        ({"username": "a", "b": 1, "a": 2}, "unknown fields b, a"),
+        ({"username": "a", **{f"k{i}": i for i in range(8)}},
+         "unknown fields k0, k1, k2, k3, k4 and 3 more"),
+        ({"username": "a", "": 1}, "unknown field ''"),
+        ({"username": "a", 7: 1}, "unknown field 7"),
+        ({"username": "a", "nested": {"x": 1, "y": 2}}, "nested: unknown field y"),
+        ({"agee": 3}, "unknown field agee"),  # before the missing field: the likelier typo
+    ],
+)
+def test_strict_mode_names_unknown_fields(data: dict[Any, Any], message: str) -> None:
+    with pytest.raises(SchemaError) as caught:
+        USER.validate(data, strict=True)
+    assert str(caught.value) == message
+
+
+def test_lenient_is_the_default_for_the_wire() -> None:
+    """A newer peer may add fields: without ``strict`` they are dropped, nested ones too."""
+    out = USER.validate({"username": "a", "agee": 3, "nested": {"x": 1, "y": 2}})
+    assert "agee" not in out and out["nested"] == {"x": 1}
+    assert USER.validate({"username": "a"}, strict=True)["role"] == "viewer"
+
+
 def test_json_schema_mirrors_the_declaration() -> None:
     js = USER.json_schema()
     assert js["required"] == ["username"]

@@ -68,3 +68,14 @@ def test_uri_names_issuer_and_user() -> None:
     uri = totp.uri(totp.new_secret(), "alice")
     assert uri.startswith("otpauth://totp/Beeyard:alice?")
     assert "issuer=Beeyard" in uri
+
+
+def test_codes_of_other_digits_are_refused_not_a_crash() -> None:
+    """str.isdigit() accepts Arabic-Indic and fullwidth digits, which hmac.compare_digest
+    refuses to compare: only the ASCII digits 0-9 make a code."""
+    secret = totp.new_secret()
+    for bad in ("١٢٣٤٥٦", "１２３４５６", "12345６", "²²²²²²", "123\u00a0456", "12345\u0000"):
+        assert totp.matching_step(secret, bad, None) is None
+    now = 1_700_000_000.0
+    code = pyotp.TOTP(secret).at(now)
+    assert totp.matching_step(secret, f" {code[:3]} {code[3:]} ", None, now) is not None

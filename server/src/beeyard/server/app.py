@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp_session import session_middleware
-from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from beeyard.server import context
 from beeyard.server.api import (
@@ -26,7 +25,7 @@ from beeyard.server.api import (
 )
 from beeyard.server.auth.keys import Keys
 from beeyard.server.auth.login import LIMITER
-from beeyard.server.auth.middleware import auth_middleware
+from beeyard.server.auth.middleware import SESSION_COOKIE, SessionCookieStorage, auth_middleware
 from beeyard.server.auth.ratelimit import LoginLimiter
 from beeyard.server.config import Settings
 from beeyard.server.db import bootstrap, embedded, migrate, pool
@@ -39,8 +38,6 @@ from beeyard.server.services.throttle import throttle
 from beeyard.server.web import install as install_web_ui
 
 log = logging.getLogger("beeyard.server")
-
-SESSION_COOKIE = "beeyard_session"
 
 API_MODULES = [health, auth, sessions, users, two_factor, api_keys, mobile, audit, docs]
 
@@ -66,7 +63,7 @@ async def _check_routes(app: web.Application) -> None:
 
 def create_app(settings: Settings) -> web.Application:
     keys = Keys.from_secret(settings.secret_key)
-    storage = EncryptedCookieStorage(
+    storage = SessionCookieStorage(
         keys.cookie,
         cookie_name=SESSION_COOKIE,
         max_age=settings.session_ttl,

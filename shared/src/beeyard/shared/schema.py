@@ -61,8 +61,11 @@ class Field:
     default: Any = None
     secret: bool = False  # rendered as format "password" in the docs
 
-    def check(self, value: Any, where: str) -> Any:
-        """Return ``value`` (converted where lossless) or raise ``SchemaError``."""
+    def check(self, value: Any, where: str, *, strict: bool = False) -> Any:
+        """Return ``value`` (converted where lossless) or raise ``SchemaError``.
+
+        ``strict`` refuses undeclared keys in nested maps (see ``Schema.validate``).
+        """
         if value is None:
             if self.nullable or (not self.required and self.default is None):
                 return None  # an optional field sent as null is the same as absent
@@ -100,7 +103,8 @@ class Field:
                 raise SchemaError(f"{where}: must be a list")
             self._check_size(len(value), where, "items")
             if self.items is not None:
-                value = [self.items.check(v, f"{where}[{i}]") for i, v in enumerate(value)]
+                value = [self.items.check(v, f"{where}[{i}]", strict=strict)
+                         for i, v in enumerate(value)]
             else:
                 value = list(value)
         elif kind == "map":
@@ -108,7 +112,7 @@ class Field:
                 raise SchemaError(f"{where}: must be an object")
             self._check_size(len(value), where, "entries")
             if self.schema is not None:
-                value = self.schema.validate(value, prefix=f"{where}.")
+                value = self.schema.validate(value, prefix=f"{where}.", strict=strict)
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(str(c) for c in self.choices)
             raise SchemaError(f"{where}: must be one of {allowed}")
@@ -126,8 +130,9 @@ class Field:
         if self.max is not None and value > self.max:
             raise SchemaError(f"{where}: must be at most {_num(self.max)}")
 
-    def json_schema(self) -> dict[str, Any]:
-        """Describe this field as JSON Schema (draft 2020-12, as OpenAPI 3.1 uses)."""
+    def json_schema(self, *, strict: bool = False) -> dict[str, Any]:
+        """Describe this field as JSON Schema (draft 2020-12, as OpenAPI 3.1 uses);
+        ``strict`` describes nested maps as validated strictly (no other keys)."""
         out: dict[str, Any] = {}
         if self.kind != "any":
             out["type"] = _JSON_TYPES[self.kind]
@@ -157,9 +162,9 @@ class Field:
         if self.choices is not None:
             out["enum"] = list(self.choices)
         if self.items is not None:
-            out["items"] = self.items.json_schema()
+            out["items"] = self.items.json_schema(strict=strict)
         if self.schema is not None:
-            nested = self.schema.json_schema()
+            nested = self.schema.json_schema(strict=strict)
             nested.pop("type")  # keep ours, which may say nullable
             out.update(nested)
         if self.default is not None:
@@ -169,8 +174,14 @@ class Field:
 
 @dataclass(frozen=True)
 class Schema:
-    """A named map of fields. Unknown keys are dropped, not rejected, so a newer
-    peer can add fields without breaking an older one."""
+    """A named map of fields.
+
+    Unknown keys are dropped by default, so that a newer peer can add fields to a
+    wire frame without breaking an older one. ``validate(..., strict=True)``
+    refuses them instead, for input a person or a script wrote against the
+    documented API (REST bodies and query strings), where an unknown key is a
+    typo, and dropping it would quietly do something other than what was asked.
+    """
 
     name: str
     fields: tuple[Field, ...]
@@ -180,32 +191,61 @@ class Schema:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
 
-    def validate(self, data: object, prefix: str = "") -> dict[str, Any]:
-        """Return a new dict holding only declared fields, checked and defaulted."""
+    def validate(self, data: object, prefix: str = "", *, strict: bool = False) -> dict[str, Any]:
+        """Return a new dict holding only declared fields, checked and defaulted.
+
+        With ``strict``, an undeclared key (here or in a nested map) is an error that
+        names it, reported before anything else: a misspelt field is likelier than a
+        missing one.
+        """
         if not isinstance(data, Mapping):
             raise SchemaError(f"{prefix.rstrip('.') or self.name}: must be an object")
+        if strict:
+            unknown = [k for k in data if k not in self._by_name]
+            if unknown:
+                raise SchemaError(_unknown(prefix, unknown))
         out: dict[str, Any] = {}
         for f in self.fields:
             where = f"{prefix}{f.name}"
             if f.name in data:
-                out[f.name] = f.check(data[f.name], where)
+                out[f.name] = f.check(data[f.name], where, strict=strict)
             elif f.required:
                 raise SchemaError(f"{where}: is required")
             else:
                 out[f.name] = f.default
         return out
 
-    def json_schema(self) -> dict[str, Any]:
+    def json_schema(self, *, strict: bool = False) -> dict[str, Any]:
+        """JSON Schema of the map; ``strict`` adds ``additionalProperties: false``, as
+        ``validate(..., strict=True)`` enforces."""
         out: dict[str, Any] = {
             "type": "object",
-            "properties": {f.name: f.json_schema() for f in self.fields},
+            "properties": {f.name: f.json_schema(strict=strict) for f in self.fields},
         }
+        if strict:
+            out["additionalProperties"] = False
         required = [f.name for f in self.fields if f.required]
         if required:
             out["required"] = required
         if self.doc:
             out["description"] = self.doc
         return out
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+_UNKNOWN_SHOWN = 5
+
+
+def _unknown(prefix: str, keys: list[Any]) -> str:
+    """``unknown field x`` / ``nested: unknown fields a, 'b ' and 3 more``: a key that
+    is not a plain name is quoted, so that a stray blank or an empty key is visible."""
+    shown = [k if isinstance(k, str) and _PLAIN_KEY.fullmatch(k) else repr(k)[:60]
+             for k in keys[:_UNKNOWN_SHOWN]]
+    text = ", ".join(shown)
+    if len(keys) > _UNKNOWN_SHOWN:
+        text += f" and {len(keys) - _UNKNOWN_SHOWN} more"
+    where = f"{prefix.rstrip('.')}: " if prefix else ""
+    return f"{where}unknown field{'s' if len(keys) > 1 else ''} {text}"
 
 
 def _num(value: float) -> int | float:

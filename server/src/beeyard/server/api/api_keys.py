@@ -18,11 +18,11 @@ from typing import Any
 from aiohttp import web
 
 from beeyard.server import context
+from beeyard.server.api.owned import listed_owner, revoke_owned
 from beeyard.server.auth import tokens
-from beeyard.server.auth.principal import Access, Role
+from beeyard.server.auth.principal import Access
 from beeyard.server.db import api_keys as db
 from beeyard.server.http.envelope import ApiError, ok
-from beeyard.server.http.params import path_id
 from beeyard.server.http.routing import route
 from beeyard.shared.schema import Field, Schema
 
@@ -106,12 +106,9 @@ async def list_keys(request: web.Request) -> web.Response:
     owner, so they can find and revoke a key that leaked; anyone else asking
     for ``all`` is refused with 403.
     """
-    principal = context.principal(request)
-    everyone = bool(context.query(request)["all"])
-    if everyone and principal.role is not Role.ADMIN:
-        raise ApiError(403, "only admins may list every user's API keys (all=true)")
-    rows = await db.list_for(context.pool(request), None if everyone else principal.user_id)
-    return ok([_public(r, with_owner=everyone) for r in rows])
+    owner = listed_owner(request, "API keys")
+    rows = await db.list_for(context.pool(request), owner)
+    return ok([_public(r, with_owner=owner is None) for r in rows])
 
 
 @route("POST", "/api/auth/api-keys", Access.ACCOUNT, "api_keys.create", body=CREATE,
@@ -161,18 +158,8 @@ async def delete_key(request: web.Request) -> web.Response:
     must be stoppable without deleting its owner). Someone else's key answers
     404 exactly as a key that does not exist, so ids reveal nothing.
     """
-    principal = context.principal(request)
-    wanted = path_id(request, "API key")
-    request[context.AUDIT_TARGET] = f"api_key:{wanted}"
-    owner = None if principal.role is Role.ADMIN else principal.user_id
-    row = await db.revoke(context.pool(request), wanted, owner)
-    if row is None:
-        raise ApiError(404, f"API key {wanted} not found")
-    detail: dict[str, Any] = {"name": row["name"], "prefix": row["prefix"]}
-    if row["user_id"] != principal.user_id:
-        detail["owner"] = row["username"]
-    request[context.AUDIT_DETAIL] = detail
-    return ok({"id": row["id"], "revoked_at": row["revoked_at"]})
+    return await revoke_owned(request, what="API key", target="api_key", revoke=db.revoke,
+                              describe=("name", "prefix"))
 
 
 ROUTES = [list_keys, create_key, delete_key]

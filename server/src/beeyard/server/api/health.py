@@ -8,7 +8,7 @@ from aiohttp import web
 
 from beeyard.server import __version__, context
 from beeyard.server.auth.principal import Access
-from beeyard.server.db import migrate
+from beeyard.server.db import health as db
 from beeyard.server.http.envelope import ok
 from beeyard.server.http.routing import route
 
@@ -38,13 +38,10 @@ async def detailed(request: web.Request) -> web.Response:
     pool = context.pool(request)
     settings = context.settings(request)
     started = time.perf_counter()
-    async with pool.acquire() as conn:
-        server_version = await conn.fetchval("SHOW server_version")
-        migrations = await migrate.status(conn)
-        size = await conn.fetchval("SELECT pg_database_size(current_database())")
+    database = await db.facts(pool)
     latency_ms = (time.perf_counter() - started) * 1000
     tasks = [job.describe() for job in request.app[context.TASKS].values()]
-    degraded = migrations["pending"] or any(not t["running"] for t in tasks)
+    degraded = database.migrations["pending"] or any(not t["running"] for t in tasks)
     return ok({
         "status": "degraded" if degraded else "ok",
         "version": __version__,
@@ -52,8 +49,8 @@ async def detailed(request: web.Request) -> web.Response:
         "database": {
             "ok": True,
             "embedded": settings.embedded,
-            "server_version": server_version,
-            "size_bytes": size,
+            "server_version": database.server_version,
+            "size_bytes": database.size_bytes,
             "latency_ms": round(latency_ms, 3),
         },
         "pool": {
@@ -62,7 +59,7 @@ async def detailed(request: web.Request) -> web.Response:
             "min": pool.get_min_size(),
             "max": pool.get_max_size(),
         },
-        "migrations": migrations,
+        "migrations": database.migrations,
         "background_tasks": tasks,
     })
 

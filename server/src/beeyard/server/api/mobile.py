@@ -28,13 +28,13 @@ from aiohttp import web
 
 from beeyard.server import context
 from beeyard.server.api.auth import USER_BRIEF, user_brief
+from beeyard.server.api.owned import listed_owner, revoke_owned
 from beeyard.server.auth import tokens
 from beeyard.server.auth.login import CREDENTIALS, authenticate
 from beeyard.server.auth.principal import Access, Principal, Role
 from beeyard.server.db import mobile as db
 from beeyard.server.db import users
 from beeyard.server.http.envelope import ApiError, ok
-from beeyard.server.http.params import path_id
 from beeyard.server.http.routing import route
 from beeyard.shared.schema import Field, Schema
 
@@ -214,10 +214,9 @@ async def list_devices(request: web.Request) -> web.Response:
     anyone else asking for ``all`` is refused with 403.
     """
     principal = context.principal(request)
-    everyone = bool(context.query(request)["all"])
-    if everyone and principal.role is not Role.ADMIN:
-        raise ApiError(403, "only admins may list every user's devices (all=true)")
-    rows = await db.list_devices(context.pool(request), None if everyone else principal.user_id)
+    owner = listed_owner(request, "devices")
+    everyone = owner is None
+    rows = await db.list_devices(context.pool(request), owner)
     current = principal.credential_id if principal.kind == "device" else None
     out = []
     for r in rows:
@@ -239,18 +238,8 @@ async def delete_device(request: web.Request) -> web.Response:
     phone must be stoppable without deleting its owner). Someone else's
     device answers 404 exactly as one that does not exist.
     """
-    principal = context.principal(request)
-    wanted = path_id(request, "device")
-    request[context.AUDIT_TARGET] = f"device:{wanted}"
-    owner = None if principal.role is Role.ADMIN else principal.user_id
-    row = await db.revoke_device(context.pool(request), wanted, owner)
-    if row is None:
-        raise ApiError(404, f"device {wanted} not found")
-    detail: dict[str, Any] = {"device_name": row["device_name"]}
-    if row["user_id"] != principal.user_id:
-        detail["owner"] = row["username"]
-    request[context.AUDIT_DETAIL] = detail
-    return ok({"id": row["id"], "revoked_at": row["revoked_at"]})
+    return await revoke_owned(request, what="device", target="device",
+                              revoke=db.revoke_device, describe=("device_name",))
 
 
 ROUTES = [login, refresh, logout, list_devices, delete_device]

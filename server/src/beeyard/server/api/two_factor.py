@@ -66,12 +66,10 @@ def _new_codes() -> tuple[list[str], list[bytes]]:
 
 
 async def _confirm(request: web.Request) -> None:
+    """Ask for the password or a code again (``reauthenticate`` answers 422 if neither
+    is given, or a code while 2FA is only pending)."""
     principal = context.principal(request)
     body = context.body(request)
-    if body["password"] is None and body["code"] is None:
-        raise ApiError(
-            422, "confirm it is you: give password, or code (a 6-digit or recovery code)"
-        )
     await reauthenticate(
         request, principal.user_id, principal.username,
         password=body["password"], code=body["code"],

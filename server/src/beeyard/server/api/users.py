@@ -5,6 +5,12 @@ themself out (delete, demote or disable their own account), and the last
 active administrator cannot be removed by anyone. Both are checked under one
 transaction-scoped lock, so two concurrent changes cannot together leave no admin.
 
+Reading is open to any admin principal; creating users and every change to them
+is ``Access.ADMIN_INTERACTIVE``, an admin in person and never an API key, so a
+leaked key cannot make itself an admin account or reset someone's password or
+2FA. An admin's own password and 2FA change only through the routes that ask
+for the password again (a stolen session alone must not do it).
+
 Changes take effect on the user's next request: the principal is read from the
 database every time. Disabling a user or resetting their password also revokes
 every credential they hold, so re-enabling does not revive an old session.
@@ -64,7 +70,7 @@ UPDATE = Schema("UserUpdate", (
               "For your own, use PUT /api/auth/password. " + _POLICY_DOC),
     Field("disable_totp", "bool", required=False,
           doc="true turns off the user's 2FA, for someone who lost their authenticator "
-              "and recovery codes"),
+              "and recovery codes. For your own, use POST /api/auth/2fa/disable"),
 ), doc="Only the fields given are changed.")
 
 
@@ -91,7 +97,7 @@ async def list_users(request: web.Request) -> web.Response:
     return ok(await db.list_all(context.pool(request)))
 
 
-@route("POST", "/api/users", Access.ADMIN, "users.create", body=CREATE, tags=("users",),
+@route("POST", "/api/users", Access.ADMIN_INTERACTIVE, "users.create", body=CREATE, tags=("users",),
        status=201, extra_statuses=(409,), response=_USER)
 async def create_user(request: web.Request) -> web.Response:
     """Create a user. The name is unique regardless of case (409 if taken)."""
@@ -118,8 +124,8 @@ async def get_user(request: web.Request) -> web.Response:
     return ok(user)
 
 
-@route("PUT", "/api/users/{id}", Access.ADMIN, "users.update", body=UPDATE, tags=("users",),
-       extra_statuses=(404, 409), response=_USER)
+@route("PUT", "/api/users/{id}", Access.ADMIN_INTERACTIVE, "users.update", body=UPDATE,
+       tags=("users",), extra_statuses=(400, 404, 409), response=_USER)
 async def update_user(request: web.Request) -> web.Response:
     """Change a user's role, disable or enable them, reset their password, or turn off
     their 2FA. Only the fields given change."""
@@ -139,6 +145,9 @@ async def update_user(request: web.Request) -> web.Response:
         if password is not None:
             raise ApiError(400, "change your own password with PUT /api/auth/password, "
                                 "which asks for the current one")
+        if disable_totp:
+            raise ApiError(400, "turn off your own 2FA with POST /api/auth/2fa/disable, "
+                                "which asks for your password or a code")
     pool = context.pool(request)
     target = await db.get(pool, user_id)
     if target is None:
@@ -178,7 +187,7 @@ async def update_user(request: web.Request) -> web.Response:
     return ok(user)
 
 
-@route("DELETE", "/api/users/{id}", Access.ADMIN, "users.delete", tags=("users",),
+@route("DELETE", "/api/users/{id}", Access.ADMIN_INTERACTIVE, "users.delete", tags=("users",),
        extra_statuses=(404, 409), response=_USER)
 async def delete_user(request: web.Request) -> web.Response:
     """Delete a user and every credential they hold; returns the deleted user."""

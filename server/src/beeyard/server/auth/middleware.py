@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 from aiohttp_session import get_session
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from beeyard.server import context
 from beeyard.server.auth import tokens
@@ -17,8 +18,27 @@ from beeyard.server.db import principals
 from beeyard.server.http.routing import Handler, declaration
 from beeyard.server.http.validation import parse_query, read_body
 
-SESSION_KEY = "sid"
+SESSION_COOKIE = "beeyard_session"
+SESSION_KEY = "sid"  # the session's own key, inside the encrypted cookie
 CSRF_HEADER = "X-CSRF-Token"
+
+
+class SessionCookieStorage(EncryptedCookieStorage):
+    """aiohttp_session's encrypted cookie, except that a cookie that cannot be ours
+    counts as no cookie instead of a crash.
+
+    aiohttp passes header bytes that are not UTF-8 on as lone surrogates, and the
+    base class's ``cookie.encode()`` raises on those before it can decide that the
+    cookie is not a valid token: a 500 on every route for anyone who sends
+    ``Cookie: beeyard_session=\\xff``. A sealed session is URL-safe base64, so any
+    non-ASCII value is simply not a session.
+    """
+
+    def load_cookie(self, request: web.Request) -> str | None:
+        cookie = super().load_cookie(request)
+        if cookie is not None and not cookie.isascii():
+            return None
+        return cookie
 
 
 def presented_token(request: web.Request) -> str | None:

@@ -36,6 +36,12 @@ class Access(enum.StrEnum):
     VIEWER   any signed-in principal; writes need a full-scope key.
     MEMBER   role member or admin.
     ADMIN    role admin.
+    ADMIN_INTERACTIVE
+             role admin, in person (browser session or mobile device), never
+             an API key: creating users and changing anyone's credentials or
+             privileges. A key is a long-lived bearer secret that scripts and
+             CI logs copy around; if one leaks it must not be able to make an
+             admin with a password of its choosing or strip someone's 2FA.
     """
 
     PUBLIC = "public"
@@ -43,6 +49,12 @@ class Access(enum.StrEnum):
     VIEWER = "viewer"
     MEMBER = "member"
     ADMIN = "admin"
+    ADMIN_INTERACTIVE = "admin_interactive"
+
+    @property
+    def people_only(self) -> bool:
+        """Whether an API key is refused outright, whatever its owner's role and scope."""
+        return self in (Access.ACCOUNT, Access.ADMIN_INTERACTIVE)
 
 
 PrincipalKind = Literal["session", "device", "api_key"]
@@ -79,7 +91,13 @@ def authorize(access: Access, method: str, principal: Principal | None) -> None:
         if principal.kind == "api_key":
             raise Denied(403, "API keys cannot manage accounts; sign in as the user instead")
         return
-    needed = Role(access.value)
+    if access is Access.ADMIN_INTERACTIVE:
+        if principal.kind == "api_key":
+            raise Denied(403, "API keys cannot create users or change credentials and roles; "
+                              "sign in as an admin instead")
+        needed = Role.ADMIN
+    else:
+        needed = Role(access.value)
     if principal.role.rank < needed.rank:
         raise Denied(403, f"requires the {needed.value} role")
     if principal.read_only and method not in SAFE_METHODS:

@@ -23,8 +23,14 @@ def new_secret(prefix: str = "") -> tuple[str, bytes]:
 
 
 def digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+    return hashlib.sha256(_bytes(token)).digest()
 
 
 def same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+    """Constant-time equality that never raises: a header of invalid UTF-8 reaches us as
+    lone surrogates, which a plain ``encode()`` refuses, so encode them through."""
+    return hmac.compare_digest(_bytes(a), _bytes(b))
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")

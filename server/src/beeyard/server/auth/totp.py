@@ -17,6 +17,7 @@ import pyotp
 ISSUER = "Beeyard"
 STEP = 30
 RECOVERY_CODES = 10
+_CODE = re.compile(r"[0-9]{6}")
 
 
 def new_secret() -> str:
@@ -30,9 +31,13 @@ def uri(secret: str, username: str) -> str:
 def matching_step(
     secret: str, code: str, last_step: int | None, now: float | None = None
 ) -> int | None:
-    """The time step ``code`` belongs to, if it is valid and newer than ``last_step``."""
+    """The time step ``code`` belongs to, if it is valid and newer than ``last_step``.
+
+    Only the ASCII digits make a code: ``str.isdigit()`` also accepts "١٢٣٤٥٦" and
+    "１２３４５６", which ``hmac.compare_digest`` refuses to compare (a 500, not a no).
+    """
     code = code.strip().replace(" ", "")
-    if not (code.isdigit() and len(code) == 6):
+    if not _CODE.fullmatch(code):
         return None
     totp = pyotp.TOTP(secret)
     current = int((time.time() if now is None else now) // STEP)

@@ -31,6 +31,12 @@ async def record(
     )
 
 
+def _like_literal(text: str) -> str:
+    """``text`` as a LIKE pattern matching only itself. The backslash is LIKE's escape
+    character, so it is doubled first; otherwise ``x\\`` would escape our ``%``."""
+    return text.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+
+
 async def search(
     pool: asyncpg.Pool,
     *,
@@ -54,7 +60,7 @@ async def search(
     if actor is not None:
         add("lower(actor) = lower(?)", actor)
     if action is not None:
-        add("action LIKE ? || '%'", action.replace("%", r"\%").replace("_", r"\_"))
+        add("action LIKE ? || '%'", _like_literal(action))
     if outcome is not None:
         add("outcome = ?", outcome)
     if target is not None:

@@ -98,15 +98,23 @@ async def refresh(
 ) -> Refreshed | Refused:
     """Exchange the refresh token with digest ``presented`` for ``pair``.
 
-    On reuse of a rotated token the device is revoked before returning
-    ``Reason.REUSED``, so the tokens issued by the winning exchange stop
-    working too.
+    The device's earlier access tokens expire with the exchange: each device
+    holds one working access token, the newest. On reuse of a rotated token the
+    device is revoked before returning ``Reason.REUSED``, so the tokens issued
+    by the winning exchange stop working too.
     """
     async with pool.acquire() as conn:
         try:
             async with conn.transaction():
                 won = await conn.fetchrow(_ROTATE, presented)
                 if won is not None:
+                    # The new access token replaces the old ones: a copy of one taken
+                    # before this refresh must not outlive it by up to access_token_ttl.
+                    await conn.execute(
+                        """UPDATE mobile_tokens SET expires_at = now()
+                            WHERE device_id = $1 AND kind = 'access' AND expires_at > now()""",
+                        won["device_id"],
+                    )
                     await _insert_pair(conn, won["device_id"], pair)
                     await conn.execute(
                         "UPDATE mobile_devices SET last_seen_at = now(), ip = $2 WHERE id = $1",

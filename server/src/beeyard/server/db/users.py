@@ -12,6 +12,8 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
+from beeyard.server.db import sessions
+
 PUBLIC_COLUMNS = (
     "id, username, role, disabled, totp_enabled, created_at, updated_at, "
     "password_changed_at, last_login_at"
@@ -120,12 +122,7 @@ async def revoke_credentials(
     def n(tag: str) -> int:
         return int(tag.split()[-1])
 
-    sessions = await conn.execute(
-        """UPDATE sessions SET revoked_at = now()
-            WHERE user_id = $1 AND ($2::bigint IS NULL OR id <> $2)
-              AND revoked_at IS NULL AND expires_at > now()""",
-        user_id, keep_session,
-    )
+    revoked_sessions = await sessions.revoke_for_user(conn, user_id, keep=keep_session)
     devices = await conn.execute(
         """UPDATE mobile_devices SET revoked_at = now()
             WHERE user_id = $1 AND ($2::bigint IS NULL OR id <> $2) AND revoked_at IS NULL""",
@@ -137,7 +134,7 @@ async def revoke_credentials(
               AND (expires_at IS NULL OR expires_at > now())""",
         user_id,
     )
-    return {"sessions": n(sessions), "mobile_devices": n(devices), "api_keys": n(keys)}
+    return {"sessions": revoked_sessions, "mobile_devices": n(devices), "api_keys": n(keys)}
 
 
 # -- sign-in ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
-from beeyard.server.auth.middleware import CSRF_HEADER
+from beeyard.server.auth.middleware import CSRF_HEADER, SESSION_COOKIE
 from beeyard.server.auth.principal import Access
 from beeyard.server.http.routing import Route
 from beeyard.shared.schema import Schema
@@ -26,7 +26,6 @@ OPENAPI_VERSION = "3.1.0"
 # bare document rather than the ``{"data": ...}`` envelope (the OpenAPI document itself).
 RAW = "x-beeyard-envelope"
 
-SESSION_COOKIE = "beeyard_session"  # app.SESSION_COOKIE (not imported: app imports us)
 API_KEY_HEADER = "X-API-Key"
 
 # Security scheme names (components.securitySchemes).
@@ -52,7 +51,9 @@ the short-lived access token from `POST /api/mobile/auth/login` as `Authorizatio
 
 **Access levels** (`x-beeyard-access` on every operation): `public` (anyone), `account`
 (a signed-in person acting on their own account: API keys are refused), `viewer` (any
-signed-in principal), `member` (role member or admin), `admin` (role admin).
+signed-in principal), `member` (role member or admin), `admin` (role admin),
+`admin_interactive` (role admin, signed in as a person: API keys are refused, so no key can
+create users or change anyone's password, role or 2FA).
 """
 
 _ERROR_RESPONSES: dict[int, tuple[str, str]] = {
@@ -61,11 +62,18 @@ _ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     403: (
         "Forbidden",
         "Authenticated but not allowed: the role or API-key scope is insufficient, an API key "
-        "called an account route, or a cookie-authenticated write lacked the CSRF token.",
+        "called an account or user-administration route, or a cookie-authenticated write "
+        "lacked the CSRF token.",
     ),
     404: ("NotFound", "No such resource."),
+    408: ("RequestTimeout", "The request body did not arrive within the deadline."),
     413: ("PayloadTooLarge", "The request body exceeds this route's limit."),
-    422: ("ValidationError", "The body or query string does not match the declared schema."),
+    415: ("UnsupportedMediaType", "A request body must be sent as application/json."),
+    422: (
+        "ValidationError",
+        "The body or query string does not match the declared schema; a field or query "
+        "parameter that is not declared, or one given twice, counts as a mismatch.",
+    ),
     429: ("TooManyRequests", "Rate limited; retry after the number of seconds in Retry-After."),
 }
 
@@ -133,7 +141,7 @@ def _security(route: Route) -> list[dict[str, list[str]]]:
     if route.is_write:
         session[CSRF] = []  # both: the cookie and the header
     alternatives: list[dict[str, list[str]]] = [session, {BEARER: []}]
-    if route.access is not Access.ACCOUNT:
+    if not route.access.people_only:
         alternatives.insert(1, {API_KEY: []})
     return alternatives
 
@@ -159,7 +167,7 @@ class _Builder:
 
     def schema_ref(self, schema: Schema, owner: Route) -> dict[str, str]:
         """Put a body schema in components.schemas once; a clashing name gets the route's."""
-        rendered = schema.json_schema()
+        rendered = schema.json_schema(strict=True)  # bodies are validated strictly
         name = re.sub(r"[^A-Za-z0-9._-]", "_", schema.name) or owner.name
         if name in self.schemas and self.schemas[name] != rendered:
             name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{owner.name}.{name}")
@@ -207,7 +215,7 @@ class _Builder:
         if any(p["schema"]["type"] == "integer" for p in params):
             errors.add(422)  # not a number
         if route.body is not None:
-            errors |= {413, 422}
+            errors |= {408, 413, 415, 422}
         if route.query is not None:
             errors.add(422)
         if route.rate_limited:
@@ -301,13 +309,15 @@ def _components(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 "in": "header",
                 "name": API_KEY_HEADER,
                 "description": "An API key (`beeyard_...`). A read-scope key may only call "
-                "GET; no key may call account routes.",
+                "GET; no key may call account routes or change users "
+                "(x-beeyard-access account or admin_interactive).",
             },
             BEARER: {
                 "type": "http",
                 "scheme": "bearer",
                 "description": "A mobile access token (`bya_...`) from POST "
-                "/api/mobile/auth/login, or an API key.",
+                "/api/mobile/auth/login, or an API key (refused, like X-API-Key, where "
+                "x-beeyard-access is account or admin_interactive).",
             },
         },
     }

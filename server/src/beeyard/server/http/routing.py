@@ -20,7 +20,9 @@ from beeyard.shared.schema import Schema
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-DEFAULT_MAX_BODY = 1024 * 1024
+# Every body we declare fits in a few KiB; a route that needs more says so (max_body).
+# The limit is what an anonymous client can make us hold per connection.
+DEFAULT_MAX_BODY = 64 * 1024
 
 
 @dataclass(frozen=True)
