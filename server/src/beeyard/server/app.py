@@ -32,6 +32,7 @@ from beeyard.server.db import bootstrap, embedded, migrate, pool
 from beeyard.server.http import routing
 from beeyard.server.http.audit import audit_middleware
 from beeyard.server.http.middleware import edge_middleware
+from beeyard.server.hub.live import LiveState
 from beeyard.server.services import background
 from beeyard.server.services.housekeeping import housekeeping
 from beeyard.server.services.throttle import throttle
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     app[context.KEYS] = keys
     app[context.STARTED] = time.monotonic()
     app[context.TASKS] = {}
+    app[context.LIVE] = LiveState()
     app[LIMITER] = LoginLimiter(
         settings.login_max_failures, settings.login_window, settings.login_lockout
     )

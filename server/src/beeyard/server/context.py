@@ -16,12 +16,14 @@ from aiohttp import web
 from beeyard.server.auth.keys import Keys
 from beeyard.server.auth.principal import Principal
 from beeyard.server.config import Settings
+from beeyard.server.hub.live import LiveState
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 KEYS = web.AppKey("keys", Keys)
 STARTED = web.AppKey("started_monotonic", float)
 TASKS = web.AppKey("background_tasks", dict)  # name -> services.Background
+LIVE = web.AppKey("live", LiveState)  # the fleet's in-memory live state (hub/live.py)
 
 PRINCIPAL = web.RequestKey("principal", Principal | None)  # type: ignore[arg-type]
 BODY = web.RequestKey("body", dict)

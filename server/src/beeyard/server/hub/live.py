@@ -1,0 +1,247 @@
+"""In-memory live state of the fleet, and its publish/subscribe fan-out.
+
+The agent hub writes here as frames arrive (``record_sample``, ``mark_online``,
+``mark_offline``); readers (``GET /api/servers``, ``/api/ws/servers``, SSE,
+Prometheus, alerting) read here and never touch the database for "now".
+
+Publishing never awaits: each subscriber owns a bounded buffer, and a subscriber
+that falls behind loses its oldest events (counted in ``dropped``) rather than
+slowing the hub. A reader that must not miss state (a browser reconnecting, a
+subscriber that dropped events) takes a ``snapshot()`` and continues from the
+events after it.
+
+Everything here runs on the event loop thread; nothing is locked because no
+method awaits between reading and writing state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+RING_SECONDS = 15 * 60.0  # how much history of live samples each server keeps
+DEFAULT_INTERVAL = 1.0  # seconds between samples, until the agent's hello says otherwise
+SUBSCRIBER_BUFFER = 4096  # events a subscriber may fall behind before the oldest are dropped
+
+Event = dict[str, Any]
+"""``{"type": "sample"|"online"|"offline"|"server_updated"|"server_removed",
+"server_id": int, ...}``:
+
+- sample: ``ts`` (float, unix time), ``metrics`` (the sample frame's metrics map)
+- online: ``last_seen`` (float), ``interval`` (float, seconds between samples)
+- offline: ``last_seen`` (float or None)
+- server_updated: ``fields`` (dict of what changed, e.g. name, host, agent_version)
+- server_removed: nothing else
+"""
+
+
+@dataclass
+class _Server:
+    ring: collections.deque[tuple[float, dict[str, Any]]]
+    interval: float = DEFAULT_INTERVAL
+    online: bool = False
+    last_seen: float | None = None
+
+
+def _ring_length(interval: float) -> int:
+    return max(1, math.ceil(RING_SECONDS / max(interval, 0.1))) + 1
+
+
+class Subscription:
+    """An async iterator of events with a bounded buffer of its own.
+
+    ``async for event in sub`` waits for the next event; ``drain()`` takes every
+    buffered event at once without waiting (for batching a fan-out). Iteration
+    ends after ``close()``. Use as a context manager so it is always removed.
+    """
+
+    def __init__(self, state: LiveState, maxsize: int) -> None:
+        self._state = state
+        self._buffer: collections.deque[Event] = collections.deque(maxlen=maxsize)
+        self._ready = asyncio.Event()
+        self._closed = False
+        self.dropped = 0  # events lost because this subscriber fell behind
+
+    def _push(self, event: Event) -> None:
+        if len(self._buffer) == self._buffer.maxlen:
+            self.dropped += 1  # deque(maxlen) drops the oldest on append
+        self._buffer.append(event)
+        self._ready.set()
+
+    def drain(self) -> list[Event]:
+        """Every buffered event, oldest first, without waiting."""
+        events = list(self._buffer)
+        self._buffer.clear()
+        self._ready.clear()
+        return events
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._buffer:
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        if self._closed and not self._buffer:
+            raise StopAsyncIteration
+        event = self._buffer.popleft()
+        if not self._buffer:
+            self._ready.clear()
+        return event
+
+    async def wait(self) -> None:
+        """Wait until at least one event is buffered (or the subscription is closed)."""
+        while not self._buffer and not self._closed:
+            self._ready.clear()
+            await self._ready.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._state._subscribers.discard(self)
+            self._ready.set()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class LiveState:
+    """Per server: the latest sample, a ring of the last 15 minutes, online state
+    and last-seen time; plus the subscribers to changes of any of them."""
+
+    _servers: dict[int, _Server] = field(default_factory=dict)
+    _subscribers: set[Subscription] = field(default_factory=set)
+
+    # -- reading ---------------------------------------------------------------
+
+    def latest(self, server_id: int) -> tuple[float, dict[str, Any]] | None:
+        """The newest sample ``(ts, metrics)``, or None if none arrived since start."""
+        s = self._servers.get(server_id)
+        if s is None or not s.ring:
+            return None
+        return s.ring[-1]
+
+    def ring(
+        self, server_id: int, since: float | None = None
+    ) -> list[tuple[float, dict[str, Any]]]:
+        """Samples of the last 15 minutes, oldest first; only those with ts > ``since``."""
+        s = self._servers.get(server_id)
+        if s is None:
+            return []
+        if since is None:
+            return list(s.ring)
+        return [item for item in s.ring if item[0] > since]
+
+    def online(self, server_id: int) -> bool:
+        s = self._servers.get(server_id)
+        return s is not None and s.online
+
+    def last_seen(self, server_id: int) -> float | None:
+        """Unix time of the last frame from the server's agent (this process's view)."""
+        s = self._servers.get(server_id)
+        return None if s is None else s.last_seen
+
+    def interval(self, server_id: int) -> float | None:
+        s = self._servers.get(server_id)
+        return None if s is None else s.interval
+
+    def online_ids(self) -> list[int]:
+        return [sid for sid, s in self._servers.items() if s.online]
+
+    def known_ids(self) -> Iterator[int]:
+        return iter(list(self._servers))
+
+    def snapshot(self) -> dict[int, dict[str, Any]]:
+        """``{server_id: {"online", "last_seen", "interval", "latest": {"ts", "metrics"} | None}}``
+        for every server this process has seen an agent of since it started."""
+        out: dict[int, dict[str, Any]] = {}
+        for sid, s in self._servers.items():
+            latest = s.ring[-1] if s.ring else None
+            out[sid] = {
+                "online": s.online,
+                "last_seen": s.last_seen,
+                "interval": s.interval,
+                "latest": None if latest is None else {"ts": latest[0], "metrics": latest[1]},
+            }
+        return out
+
+    # -- subscribing -----------------------------------------------------------
+
+    def subscribe(self, maxsize: int = SUBSCRIBER_BUFFER) -> Subscription:
+        sub = Subscription(self, maxsize)
+        self._subscribers.add(sub)
+        return sub
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, event: Event) -> None:
+        """Hand ``event`` to every subscriber. Never awaits, never blocks."""
+        for sub in self._subscribers:
+            sub._push(event)
+
+    # -- writing (the agent hub; server_updated/removed also from the REST API) --
+
+    def _server(self, server_id: int) -> _Server:
+        s = self._servers.get(server_id)
+        if s is None:
+            ring: collections.deque[tuple[float, dict[str, Any]]] = collections.deque(
+                maxlen=_ring_length(DEFAULT_INTERVAL)
+            )
+            s = self._servers[server_id] = _Server(ring)
+        return s
+
+    def mark_online(self, server_id: int, interval: float = DEFAULT_INTERVAL) -> None:
+        s = self._server(server_id)
+        if s.interval != interval or s.ring.maxlen != _ring_length(interval):
+            s.interval = interval
+            s.ring = collections.deque(s.ring, maxlen=_ring_length(interval))
+        s.last_seen = time.time()
+        s.online = True
+        self.publish({"type": "online", "server_id": server_id, "last_seen": s.last_seen,
+                      "interval": interval})
+
+    def mark_offline(self, server_id: int) -> None:
+        s = self._servers.get(server_id)
+        if s is None or not s.online:
+            return
+        s.online = False
+        self.publish({"type": "offline", "server_id": server_id, "last_seen": s.last_seen})
+
+    def seen(self, server_id: int, now: float | None = None) -> None:
+        """Any frame from the agent: refresh last_seen (no event; samples carry it)."""
+        self._server(server_id).last_seen = time.time() if now is None else now
+
+    def record_sample(self, server_id: int, ts: float, metrics: dict[str, Any]) -> None:
+        s = self._server(server_id)
+        s.last_seen = time.time()
+        if s.ring and ts < s.ring[-1][0]:
+            return  # out of order (a clock step back): the ring stays sorted
+        s.ring.append((ts, metrics))
+        self.publish({"type": "sample", "server_id": server_id, "ts": ts, "metrics": metrics})
+
+    def server_updated(self, server_id: int, fields: dict[str, Any]) -> None:
+        """Announce a change to a server's record (name, host facts, group, tags...)."""
+        self.publish({"type": "server_updated", "server_id": server_id, "fields": fields})
+
+    def remove(self, server_id: int) -> None:
+        """The server was deleted: forget it and tell subscribers."""
+        self._servers.pop(server_id, None)
+        self.publish({"type": "server_removed", "server_id": server_id})
+
