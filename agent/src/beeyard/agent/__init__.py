@@ -1,8 +1,8 @@
-"""The Beeyard host agent (``beeyard-agent``)."""
+"""The Beeyard host agent (``beeyard-agent``).
 
-from importlib.metadata import PackageNotFoundError, version
+The version is a literal here (and read from here by the build, see
+pyproject.toml) rather than looked up with importlib.metadata at run time:
+that import alone costs the long-running daemon about 2 MB of memory.
+"""
 
-try:
-    __version__ = version("beeyard-agent")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+source"
+__version__ = "0.1.0"

@@ -1,8 +1,17 @@
-"""The Beeyard wire schema shared by server and agent."""
+"""The Beeyard wire schema shared by server and agent.
 
-from importlib.metadata import PackageNotFoundError, version
+``__version__`` is looked up only when asked for: importlib.metadata costs
+about 2 MB of memory, which the long-running agent imports this package
+without needing.
+"""
 
-try:
-    __version__ = version("beeyard-shared")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+source"
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("beeyard-shared")
+        except PackageNotFoundError:  # running from a source tree without installing
+            return "0.0.0+source"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,93 @@
+"""Network rates and byte totals per interface and for the host, from /proc/net/dev.
+
+Every interface but loopback gets a row. The host sum counts physical
+interfaces only (those not under /sys/devices/virtual/net): traffic of a
+container leaves through a veth, a bridge and then the NIC, and summing all
+of them would count it three times. A host with no physical interface at all
+(a container, a network namespace) sums all of its interfaces instead.
+The host rate is the sum of the interface rates, so an interface that
+disappears does not turn the total into a negative delta; for the same reason
+the bytes moved since the previous reading (which the minute summary adds up)
+are summed from per-interface deltas.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any, ClassVar
+
+from beeyard.agent.collectors.rates import Counters
+from beeyard.agent.procfs import ProcFile
+
+# iface: rx bytes, 7 more receive counters, tx bytes
+_LINE = re.compile(rb"^\s*([^\s:]+):\s*(\d+)\s+(?:\d+\s+){7}(\d+)", re.M)
+
+
+def parse_net_dev(data: bytes) -> dict[str, tuple[float, ...]]:
+    """{iface: (rx bytes, tx bytes)}, loopback left out."""
+    return {
+        name.decode("utf-8", "replace"): (float(rx), float(tx))
+        for name, rx, tx in _LINE.findall(data) if name != b"lo"
+    }
+
+
+class NetworkCollector:
+    name = "net"
+    fallback: ClassVar[dict[str, Any]] = {
+        "net": [], "net_total": {"rx_bps": 0.0, "tx_bps": 0.0, "rx_bytes": 0.0, "tx_bytes": 0.0},
+        "_net_rx_delta": 0.0, "_net_tx_delta": 0.0,
+    }
+
+    def __init__(self, path: str = "/proc/net/dev",
+                 virtual_dir: str = "/sys/devices/virtual/net") -> None:
+        self._file = ProcFile(path)
+        self._virtual_dir = virtual_dir
+        self._known: frozenset[str] = frozenset()
+        self._physical: frozenset[str] = frozenset()
+        self._counters = Counters()
+        self._last: dict[str, tuple[float, ...]] = self._read(time.monotonic())[0]
+
+    def _classify(self, names: frozenset[str]) -> None:
+        if names == self._known:
+            return
+        physical = frozenset(
+            n for n in names if not os.path.exists(os.path.join(self._virtual_dir, n))
+        )
+        self._known, self._physical = names, physical or names
+
+    def _read(self, now: float) -> tuple[dict[str, tuple[float, ...]], dict[str, list[float]]]:
+        data = self._file.read()
+        if data is None:
+            raise OSError(f"cannot read {self._file.path}")
+        counters = parse_net_dev(data)
+        self._classify(frozenset(counters))
+        rates = self._counters.update(now, counters)
+        return counters, rates
+
+    def collect(self, metrics: dict[str, Any], now: float) -> None:
+        counters, rates = self._read(now)
+        last, self._last = self._last, counters
+        rows = []
+        total = [0.0, 0.0, 0.0, 0.0]
+        moved = [0.0, 0.0]
+        for iface in sorted(counters)[:1024]:
+            rx_bytes, tx_bytes = counters[iface]
+            rx_bps, tx_bps = rates[iface]
+            rows.append({"iface": iface[:255], "rx_bps": rx_bps, "tx_bps": tx_bps,
+                         "rx_bytes": rx_bytes, "tx_bytes": tx_bytes})
+            if iface in self._physical:
+                total[0] += rx_bps
+                total[1] += tx_bps
+                total[2] += rx_bytes
+                total[3] += tx_bytes
+                before = last.get(iface)
+                if before is not None:  # a new interface moved nothing "since last time"
+                    moved[0] += max(0.0, rx_bytes - before[0])
+                    moved[1] += max(0.0, tx_bytes - before[1])
+        metrics["net"] = rows
+        metrics["net_total"] = {"rx_bps": total[0], "tx_bps": total[1],
+                                "rx_bytes": total[2], "tx_bytes": total[3]}
+        metrics["_net_rx_delta"] = moved[0]
+        metrics["_net_tx_delta"] = moved[1]

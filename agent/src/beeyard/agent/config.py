@@ -1,0 +1,188 @@
+"""The agent's config file: one TOML file, read with ``tomllib``, checked strictly.
+
+Strict because this file is the agent's local security policy: the
+capabilities listed here are the only operations the agent will ever allow,
+and a typo such as ``capabilites = [...]`` must be an error, not a silently
+ignored key. Everything has a safe default; ``enroll`` writes a complete file
+so an operator sees every key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from beeyard.agent import paths, tomlwriter
+from beeyard.shared.frames import CAPABILITIES
+
+DEFAULT_INTERVAL = 1.0
+DEFAULT_SPOOL_ENTRIES = 1440  # 24 h of minute summaries
+DEFAULT_REPLAY_RATE = 20.0  # summaries per second after a reconnect
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """The config file is missing, unreadable or invalid; the message says which key."""
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    dir: Path
+    max_entries: int = DEFAULT_SPOOL_ENTRIES
+    replay_rate: float = DEFAULT_REPLAY_RATE
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    server: str
+    server_id: int
+    token_file: Path
+    spool: SpoolConfig
+    interval: float = DEFAULT_INTERVAL
+    capabilities: tuple[str, ...] = ()
+    ca_file: Path | None = None
+    log_level: str = "info"
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def ws_url(self) -> str:
+        """``{server}/api/agent/ws`` with http→ws and https→wss."""
+        parts = urlsplit(self.server)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        path = parts.path.rstrip("/") + "/api/agent/ws"
+        return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+    def to_toml(self) -> str:
+        data: dict[str, Any] = {
+            "server": self.server,
+            "server_id": self.server_id,
+            "token_file": str(self.token_file),
+            "interval": float(self.interval),
+            "capabilities": list(self.capabilities),
+            "log_level": self.log_level,
+        }
+        if self.ca_file is not None:
+            data["ca_file"] = str(self.ca_file)
+        data["spool"] = {
+            "dir": str(self.spool.dir),
+            "max_entries": self.spool.max_entries,
+            "replay_rate": float(self.spool.replay_rate),
+        }
+        comments = {
+            "server": "Beeyard agent configuration (written by `beeyard-agent enroll`)",
+            "token_file": "the run token (0600); rotated by the server over the link",
+            "interval": "seconds between live samples, 1 to 60",
+            "capabilities": "remote operations this host allows, all off by default: "
+            + ", ".join(CAPABILITIES),
+            "log_level": "one of " + ", ".join(LOG_LEVELS),
+            "ca_file": "PEM bundle to verify the server's certificate (default: system CAs)",
+            "spool.dir": "unacknowledged minute summaries, kept across restarts",
+            "spool.max_entries": "bound of the spool (1440 = 24 h); the oldest are dropped",
+            "spool.replay_rate": "summaries per second replayed after a reconnect",
+        }
+        return tomlwriter.dumps(data, comments)
+
+
+def check_server_url(url: str) -> str:
+    """An http(s) URL without query or fragment; the trailing slash is dropped."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"server must be an http:// or https:// URL, not {url!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError("server URL must not have a query or fragment")
+    return url.rstrip("/")
+
+
+_TOP = {"server", "server_id", "token_file", "interval", "capabilities", "ca_file", "log_level",
+        "spool"}
+_SPOOL = {"dir", "max_entries", "replay_rate"}
+
+
+def load(path: Path) -> AgentConfig:
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no config at {path}: enroll this host first (beeyard-agent enroll)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse(raw, base=path.parent, path=path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _get(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+    value = raw[key]
+    if isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"{where}{key} has the wrong type")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}{key} has the wrong type")
+    return value
+
+
+def parse(raw: dict[str, Any], base: Path, path: Path | None = None) -> AgentConfig:
+    """Build a config from parsed TOML; relative paths are relative to ``base``."""
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}")
+    for key in ("server", "server_id", "token_file"):
+        if key not in raw:
+            raise ConfigError(f"missing key {key!r}")
+    server = check_server_url(_get(raw, "server", str))
+    server_id = _get(raw, "server_id", int)
+    if server_id < 1:
+        raise ConfigError("server_id must be a positive integer")
+    token_file = base / _get(raw, "token_file", str)
+    interval = float(_get(raw, "interval", (int, float))) if "interval" in raw else 1.0
+    if not 1 <= interval <= 60:
+        raise ConfigError("interval must be between 1 and 60 seconds")
+    caps_raw = _get(raw, "capabilities", list) if "capabilities" in raw else []
+    for cap in caps_raw:
+        if cap not in CAPABILITIES:
+            raise ConfigError(
+                f"unknown capability {cap!r} (known: {', '.join(CAPABILITIES)})"
+            )
+    ca_file = base / _get(raw, "ca_file", str) if raw.get("ca_file") else None
+    log_level = _get(raw, "log_level", str) if "log_level" in raw else "info"
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+    spool_raw = _get(raw, "spool", dict) if "spool" in raw else {}
+    unknown = sorted(set(spool_raw) - _SPOOL)
+    if unknown:
+        raise ConfigError(f"unknown key 'spool.{unknown[0]}'")
+    spool_dir = (
+        base / _get(spool_raw, "dir", str, "spool.") if "dir" in spool_raw
+        else paths.default_spool_dir()
+    )
+    max_entries = (
+        _get(spool_raw, "max_entries", int, "spool.") if "max_entries" in spool_raw
+        else DEFAULT_SPOOL_ENTRIES
+    )
+    if not 1 <= max_entries <= 1_000_000:
+        raise ConfigError("spool.max_entries must be between 1 and 1000000")
+    replay_rate = (
+        float(_get(spool_raw, "replay_rate", (int, float), "spool."))
+        if "replay_rate" in spool_raw else DEFAULT_REPLAY_RATE
+    )
+    if not 0.1 <= replay_rate <= 10_000:
+        raise ConfigError("spool.replay_rate must be between 0.1 and 10000 per second")
+    return AgentConfig(
+        server=server,
+        server_id=server_id,
+        token_file=token_file,
+        spool=SpoolConfig(spool_dir, max_entries, replay_rate),
+        interval=interval,
+        capabilities=tuple(dict.fromkeys(caps_raw)),
+        ca_file=ca_file,
+        log_level=log_level,
+        path=path,
+    )

@@ -1,0 +1,334 @@
+"""The agent's one outbound WebSocket to the server: connect, hello, stream, reconnect.
+
+Lifecycle of one connection (a *session*):
+
+1. Upgrade ``{server}/api/agent/ws`` with ``Authorization: Bearer <token>``,
+   the token read from its file each time (so a rotated or re-enrolled token
+   is used by the next connection). HTTP 401 or 403 means this token will
+   never be accepted: the agent stops retrying and exits with the reason.
+2. Send ``hello``; wait for ``welcome``. A ``bye`` with ``retry=false``, or a
+   welcome of an incompatible protocol, also stops the agent for good.
+3. Stream: live samples (sent by the daemon through ``send_live``), spooled
+   minute summaries (oldest first, at ``spool.replay_rate`` per second),
+   ``ping`` every heartbeat interval. Every received frame goes through
+   ``wire.decode``; a bad one is logged (rate-limited) and ignored.
+   No frame for three heartbeat intervals means the link is dead.
+4. On any loss: reconnect after a backoff delay (``backoff``), reset only
+   after a link that stayed up for ``STABLE_LINK`` seconds.
+
+``Fatal`` is the only exception that leaves ``run``: the daemon exits with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+from beeyard.agent import __version__, websocket
+from beeyard.agent.backoff import Backoff
+from beeyard.agent.config import AgentConfig
+from beeyard.agent.spool import Spool
+from beeyard.agent.token import TokenError, read_token, write_token
+from beeyard.shared import wire
+
+log = logging.getLogger("beeyard.agent.link")
+
+CONNECT_TIMEOUT = 15.0
+WELCOME_TIMEOUT = 30.0
+STABLE_LINK = 30.0  # seconds up before the backoff starts again from 1 s
+DEAD_AFTER = 3  # heartbeat intervals without any frame
+LIVE_BUFFER_LIMIT = 256 * 1024  # bytes queued before live samples are dropped
+
+
+class Fatal(Exception):
+    """The server refused this agent for good (revoked or unknown token, incompatible
+    protocol, bye with retry=false): retrying cannot help, a person must act."""
+
+
+class LinkLost(Exception):
+    """This session is over; the link loop reconnects."""
+
+
+class _Throttled:
+    """Log a recurring warning at most once per ``every`` seconds, with a count."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += f" ({self._suppressed} more since the last report)"
+        self._last, self._suppressed = now, 0
+        log.warning(message, *args)
+
+
+class Link:
+    def __init__(
+        self,
+        config: AgentConfig,
+        host: dict[str, Any],
+        spool: Spool,
+        spool_changed: asyncio.Event,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.spool = spool
+        self.spool_changed = spool_changed
+        self.ws: websocket.WebSocket | None = None
+        self.server_id: int | None = None
+        self._bad_frames = _Throttled()
+        self._ssl: ssl.SSLContext | None = None
+        self._closing = False
+
+    # -- used by the daemon ---------------------------------------------------
+
+    def send_live(self, data: bytes) -> bool:
+        """Send a live sample if connected and the link keeps up; otherwise drop it
+        (live samples are worth nothing late; summaries carry the history)."""
+        ws = self.ws
+        if ws is None or ws.closed or ws.buffered() > LIVE_BUFFER_LIMIT:
+            return False
+        try:
+            ws.send_nowait(data)
+        except websocket.WebSocketError:
+            return False
+        return True
+
+    async def shutdown(self, final_minute: int | None) -> None:
+        """Say goodbye on a clean stop: send the last partial summary, then
+        ``bye {code: shutdown, retry: true}``, then close. ``run`` then returns."""
+        self._closing = True
+        ws = self.ws
+        if ws is None or ws.closed:
+            return
+        try:
+            async with asyncio.timeout(3.0):
+                if final_minute is not None:
+                    data = self.spool.get(final_minute)
+                    if data is not None:
+                        await ws.send(data)
+                await ws.send(wire.encode("bye", {
+                    "code": "shutdown", "reason": "the agent is stopping", "retry": True}))
+                await ws.close(1000, "agent stopping", grace=1.0)
+        except (TimeoutError, websocket.WebSocketError, OSError) as exc:
+            log.info("link closed without a clean goodbye: %s", exc)
+        self.ws = None
+
+    # -- the connection loop --------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep a session up until ``shutdown`` or cancelled; raises only ``Fatal``."""
+        backoff = Backoff()
+        loop = asyncio.get_running_loop()
+        while True:
+            up_since: float | None = None
+            try:
+                ws, heartbeat = await self._open()
+                up_since = loop.time()
+                try:
+                    await self._session(ws, heartbeat)
+                finally:
+                    self.ws = None
+                    await ws.close(1001, "reconnecting", grace=1.0)
+            except Fatal:
+                raise
+            except websocket.HandshakeError as exc:
+                log.warning("the server refused the connection: %s", exc)
+            except (LinkLost, websocket.WebSocketError, OSError, TimeoutError) as exc:
+                if self._closing:
+                    return
+                what = "lost the link" if up_since is not None else "cannot connect"
+                log.warning("%s to %s: %s", what, self.config.ws_url, exc or type(exc).__name__)
+            except Exception:  # a bug of ours: keep the agent alive, say where
+                if self._closing:
+                    return
+                log.exception("unexpected error on the link")
+            if self._closing:
+                return
+            if up_since is not None and loop.time() - up_since >= STABLE_LINK:
+                backoff.reset()
+            delay = backoff.next_delay()
+            log.info("reconnecting in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.config.ws_url.startswith("wss:"):
+            return None
+        if self._ssl is None:
+            ca = self.config.ca_file
+            self._ssl = ssl.create_default_context(cafile=str(ca) if ca else None)
+        return self._ssl
+
+    def _token(self) -> str:
+        try:
+            return read_token(self.config.token_file)
+        except TokenError as exc:
+            raise Fatal(str(exc)) from None
+
+    async def _open(self) -> tuple[websocket.WebSocket, float]:
+        """Connect, hello, welcome: returns the open socket and the heartbeat interval."""
+        headers = {
+            "Authorization": f"Bearer {self._token()}",
+            "User-Agent": f"beeyard-agent/{__version__}",
+        }
+        try:
+            ws = await websocket.connect(
+                self.config.ws_url, headers=headers, connect_timeout=CONNECT_TIMEOUT,
+                max_size=wire.MAX_FRAME, ssl_context=self._ssl_context(),
+            )
+        except websocket.HandshakeError as exc:
+            if exc.status in (401, 403):
+                raise Fatal(f"the server refused this agent's token ({exc})") from None
+            raise
+        try:
+            await ws.send(wire.encode("hello", self._hello()))
+            async with asyncio.timeout(WELCOME_TIMEOUT):
+                while True:
+                    frame = self._decode(await ws.receive())
+                    if frame is None:
+                        continue
+                    if frame.type == "welcome":
+                        break
+                    if frame.type == "bye":
+                        self._on_bye(frame.body)
+                    elif frame.type == "ping":
+                        await ws.send(wire.encode("pong", {"ts": frame.body["ts"]}))
+                    else:
+                        log.debug("ignoring %s before welcome", frame.type)
+        except BaseException:
+            await ws.close(1002, "handshake failed", grace=1.0)
+            raise
+        welcome = frame.body
+        reason = wire.compatible(welcome["protocol"])
+        if reason is not None:
+            await ws.close(1002, "incompatible protocol", grace=1.0)
+            raise Fatal(reason.replace("this server's", "this agent's"))
+        if welcome["server_id"] != self.config.server_id:
+            log.warning("the server calls this host server %d, the config says %d",
+                        welcome["server_id"], self.config.server_id)
+        self.server_id = welcome["server_id"]
+        self.ws = ws
+        log.info("connected to %s as server %d (heartbeat %g s)",
+                 self.config.ws_url, welcome["server_id"], welcome["heartbeat"])
+        return ws, float(welcome["heartbeat"])
+
+    def _hello(self) -> dict[str, Any]:
+        from beeyard.agent.hostfacts import addresses
+
+        host = dict(self.host)
+        host["addresses"] = [a for a in addresses() if len(a) <= 64]  # may change between links
+        return {
+            "protocol": wire.PROTOCOL_VERSION,
+            "agent_version": __version__[:64],
+            "host": host,
+            "capabilities": list(self.config.capabilities),
+            "interval": self.config.interval,
+        }
+
+    def _decode(self, data: bytes) -> wire.Frame | None:
+        try:
+            return wire.decode(data)
+        except wire.WireError as exc:
+            self._bad_frames.warning("ignored a bad frame from the server: %s", exc)
+            return None
+
+    def _on_bye(self, body: dict[str, Any]) -> None:
+        message = f"the server closed the link: {body['code']}: {body['reason']}"
+        if not body["retry"]:
+            raise Fatal(message)
+        raise LinkLost(message)
+
+    async def _session(self, ws: websocket.WebSocket, heartbeat: float) -> None:
+        tasks = [
+            asyncio.create_task(self._receive(ws, heartbeat), name="receive"),
+            asyncio.create_task(self._heartbeat(ws, heartbeat), name="heartbeat"),
+            asyncio.create_task(self._replay(ws), name="replay"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+        raise LinkLost("session ended")  # pragma: no cover - the tasks only end by raising
+
+    async def _receive(self, ws: websocket.WebSocket, heartbeat: float) -> None:
+        dead_after = DEAD_AFTER * heartbeat
+        while True:
+            try:
+                async with asyncio.timeout(dead_after):
+                    data = await ws.receive()
+            except TimeoutError:
+                raise LinkLost(f"no frame from the server for {dead_after:g} s") from None
+            frame = self._decode(data)
+            if frame is not None:
+                await self._handle(ws, frame)
+
+    async def _handle(self, ws: websocket.WebSocket, frame: wire.Frame) -> None:
+        body = frame.body
+        if frame.type == "ping":
+            await ws.send(wire.encode("pong", {"ts": body["ts"]}))
+        elif frame.type == "ack":
+            removed = self.spool.remove(body["minutes"])
+            log.debug("server committed %d summaries (%d still spooled)", removed,
+                      len(self.spool))
+        elif frame.type == "rotate_token":
+            await self._rotate(ws, body["token"], frame.id)
+        elif frame.type == "bye":
+            self._on_bye(body)
+        elif frame.type != "pong":
+            log.debug("ignoring a %s frame", frame.type)
+
+    async def _rotate(self, ws: websocket.WebSocket, token: str, frame_id: int | None) -> None:
+        path: Path = self.config.token_file
+        try:
+            write_token(path, token)
+        except OSError as exc:
+            log.error("cannot store the rotated token in %s: %s", path, exc)
+            return  # no token_stored: the server keeps the old token valid
+        log.info("stored a rotated run token in %s", path)
+        await ws.send(wire.encode("token_stored", {}, id=frame_id))
+
+    async def _heartbeat(self, ws: websocket.WebSocket, heartbeat: float) -> None:
+        while True:
+            await asyncio.sleep(heartbeat)
+            await ws.send(wire.encode("ping", {"ts": time.time()}))
+
+    async def _replay(self, ws: websocket.WebSocket) -> None:
+        """Send every spooled summary not yet sent on this link, oldest first, at a
+        bounded rate; then wait for new ones. A merged entry (new version) is resent."""
+        sent: dict[int, int] = {}
+        pause = 1.0 / self.config.spool.replay_rate
+        while True:
+            self.spool_changed.clear()
+            versions = self.spool.versions
+            if len(sent) > 2 * len(versions) + 64:  # forget acknowledged minutes
+                sent = {m: v for m, v in sent.items() if m in versions}
+            todo = [m for m in self.spool.pending() if sent.get(m) != versions.get(m)]
+            if not todo:
+                await self.spool_changed.wait()
+                continue
+            if len(todo) > 1:
+                log.info("replaying %d spooled minute summaries", len(todo))
+            for minute in todo:
+                version = versions.get(minute)
+                data = self.spool.get(minute)
+                if data is None or version is None:
+                    continue
+                await ws.send(data)
+                sent[minute] = version
+                await asyncio.sleep(pause)

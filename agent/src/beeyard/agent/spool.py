@@ -1,0 +1,123 @@
+"""The on-disk spool of minute summaries not yet acknowledged by the server.
+
+One file per minute (``<minute>.summary``, the encoded summary frame) in one
+directory. A file appears in one atomic rename after its data is fsync'd, and
+disappears in one unlink when the server acknowledges it, so after a crash at
+any instant (SIGKILL, power loss) every entry is either whole or absent and
+nothing acknowledged-but-kept or kept-but-torn can exist: an entry reported
+as put is on disk. Leftover temp files of an interrupted write are removed
+when the spool is opened.
+
+Why a directory rather than an append-only file: acknowledgements arrive in
+any order and removal is then one unlink, with no compaction and no log
+replay; a day at the default bound is 1,440 small files.
+
+The bound (default 1,440 = 24 h) drops the oldest entries, with a warning,
+when it is exceeded. Only the sorted list of minutes is held in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from beeyard.agent.atomic import fsync_dir, write_atomic
+from beeyard.agent.summary import merge
+from beeyard.shared import wire
+
+log = logging.getLogger("beeyard.agent.spool")
+
+_SUFFIX = ".summary"
+
+
+class Spool:
+    def __init__(self, directory: Path, max_entries: int = 1440) -> None:
+        self.directory = directory
+        self.max_entries = max_entries
+        self.versions: dict[int, int] = {}
+        """minute → a counter bumped on every put: a sender resends a merged entry."""
+        self._next_version = 0
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        minutes = []
+        for entry in os.scandir(directory):
+            if entry.name.startswith("."):  # an interrupted write's temp file
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                continue
+            stem, _, suffix = entry.name.partition(".")
+            if "." + suffix == _SUFFIX and stem.isdigit():
+                minutes.append(int(stem))
+        for minute in sorted(minutes):
+            self._bump(minute)
+        self._enforce_bound()
+
+    def _bump(self, minute: int) -> None:
+        self._next_version += 1
+        self.versions[minute] = self._next_version
+
+    def _path(self, minute: int) -> Path:
+        return self.directory / f"{minute:012d}{_SUFFIX}"
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    def pending(self) -> list[int]:
+        """Unacknowledged minutes, oldest first."""
+        return sorted(self.versions)
+
+    def put(self, body: dict[str, object]) -> None:
+        """Store a summary durably (merged with an unacknowledged one of the same minute)."""
+        minute = int(body["minute"])  # type: ignore[call-overload]
+        if minute in self.versions:
+            older = self.get_body(minute)
+            if older is not None:
+                body = merge(older, dict(body))
+        write_atomic(self._path(minute), wire.encode("summary", dict(body)), mode=0o600)
+        self._bump(minute)
+        self._enforce_bound()
+
+    def get(self, minute: int) -> bytes | None:
+        """The entry's encoded frame; a corrupt or vanished entry is dropped with a warning."""
+        path = self._path(minute)
+        try:
+            data = path.read_bytes()
+            wire.decode(data)
+        except FileNotFoundError:
+            self.versions.pop(minute, None)
+            return None
+        except (OSError, wire.WireError) as exc:
+            log.warning("dropping unreadable spool entry %s: %s", path, exc)
+            self._unlink([minute])
+            return None
+        return data
+
+    def get_body(self, minute: int) -> dict[str, object] | None:
+        data = self.get(minute)
+        return None if data is None else wire.decode(data).body
+
+    def remove(self, minutes: list[int]) -> int:
+        """Drop acknowledged entries; returns how many were in the spool."""
+        present = [m for m in minutes if m in self.versions]
+        self._unlink(present)
+        return len(present)
+
+    def _unlink(self, minutes: list[int]) -> None:
+        if not minutes:
+            return
+        for minute in minutes:
+            self.versions.pop(minute, None)
+            with contextlib.suppress(FileNotFoundError):
+                self._path(minute).unlink()
+        fsync_dir(self.directory)
+
+    def _enforce_bound(self) -> None:
+        excess = len(self.versions) - self.max_entries
+        if excess > 0:
+            oldest = self.pending()[:excess]
+            log.warning(
+                "spool full (%d entries): dropping the %d oldest unacknowledged minute "
+                "summaries (%d to %d)", self.max_entries, excess, oldest[0], oldest[-1],
+            )
+            self._unlink(oldest)
