@@ -13,8 +13,8 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from beeyard.server import context
 from beeyard.server.auth import tokens
-from beeyard.server.auth.principal import Denied, Principal, Role, authorize
-from beeyard.server.db import principals
+from beeyard.server.auth.principal import Denied, Principal, Role, agent_principal, authorize
+from beeyard.server.db import principals, servers
 from beeyard.server.http.routing import Handler, declaration
 from beeyard.server.http.validation import parse_query, read_body
 
@@ -57,6 +57,12 @@ async def resolve(request: web.Request) -> Principal | None:
     pool = context.pool(request)
     token = presented_token(request)
     if token is not None:
+        if token.startswith(tokens.AGENT_TOKEN_PREFIX):
+            server = await servers.by_token(pool, tokens.digest(token))
+            if server is None:
+                raise Denied(401, "unknown or revoked agent token: enroll the agent again",
+                             code="unknown_token")
+            return agent_principal(server["id"], server["name"])
         if token.startswith(tokens.API_KEY_PREFIX):
             row = await principals.api_key(pool, tokens.digest(token))
             if row is None:
@@ -68,7 +74,8 @@ async def resolve(request: web.Request) -> Principal | None:
                 raise Denied(401, "invalid or expired access token; refresh it")
             kind = "device"
         else:
-            raise Denied(401, "unrecognised credential: expected an API key or an access token")
+            raise Denied(401, "unrecognised credential: expected an API key, an access token "
+                              "or an agent token")
         if row["stale"]:
             await principals.touch(pool, kind, row["id"])
         return Principal(

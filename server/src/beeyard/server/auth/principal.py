@@ -42,6 +42,10 @@ class Access(enum.StrEnum):
              privileges. A key is a long-lived bearer secret that scripts and
              CI logs copy around; if one leaks it must not be able to make an
              admin with a password of its choosing or strip someone's 2FA.
+    AGENT    an agent's run token (``bag_...``), and nothing else: the agent
+             link only. Agent tokens are refused on every other non-public
+             route, and people's credentials on this one, so a token copied
+             off a host opens no user API and a user cannot pose as a host.
     """
 
     PUBLIC = "public"
@@ -50,6 +54,7 @@ class Access(enum.StrEnum):
     MEMBER = "member"
     ADMIN = "admin"
     ADMIN_INTERACTIVE = "admin_interactive"
+    AGENT = "agent"
 
     @property
     def people_only(self) -> bool:
@@ -57,7 +62,7 @@ class Access(enum.StrEnum):
         return self in (Access.ACCOUNT, Access.ADMIN_INTERACTIVE)
 
 
-PrincipalKind = Literal["session", "device", "api_key"]
+PrincipalKind = Literal["session", "device", "api_key", "agent"]
 
 
 @dataclass(frozen=True)
@@ -72,13 +77,22 @@ class Principal:
     credential_id: int  # the session, device or API key that authenticated the call
     read_only: bool = False  # an API key with the read scope
     csrf_token: str | None = None  # cookie sessions only
+    server_id: int | None = None  # agents only: the server the run token belongs to
+
+
+def agent_principal(server_id: int, name: str) -> Principal:
+    """An agent acts as no user: ``user_id`` 0 and the lowest role, so that even a
+    rule that forgot about agents would grant it nothing."""
+    return Principal(kind="agent", user_id=0, username=f"agent:{server_id}", role=Role.VIEWER,
+                     credential_id=server_id, read_only=True, server_id=server_id)
 
 
 class Denied(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code  # machine-readable reason beside "error", e.g. unknown_token
 
 
 def authorize(access: Access, method: str, principal: Principal | None) -> None:
@@ -87,6 +101,12 @@ def authorize(access: Access, method: str, principal: Principal | None) -> None:
         return
     if principal is None:
         raise Denied(401, "authentication required")
+    if access is Access.AGENT:
+        if principal.kind != "agent":
+            raise Denied(403, "only an agent's run token opens the agent link")
+        return
+    if principal.kind == "agent":
+        raise Denied(403, "an agent run token only opens the agent link")
     if access is Access.ACCOUNT:
         if principal.kind == "api_key":
             raise Denied(403, "API keys cannot manage accounts; sign in as the user instead")

@@ -14,6 +14,7 @@ import secrets
 API_KEY_PREFIX = "beeyard_"
 ACCESS_TOKEN_PREFIX = "bya_"  # noqa: S105 - a prefix, not a secret
 REFRESH_TOKEN_PREFIX = "byr_"  # noqa: S105
+AGENT_TOKEN_PREFIX = "bag_"  # noqa: S105 - an agent's run token (256 bits after the prefix)
 
 
 def new_secret(prefix: str = "") -> tuple[str, bytes]:

@@ -71,7 +71,9 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
     except ApiError as exc:
         response = error_response(exc.status, exc.message, exc.headers, exc.extra)
     except Denied as exc:
-        response = error_response(exc.status, exc.message)
+        response = error_response(
+            exc.status, exc.message, extra=None if exc.code is None else {"code": exc.code}
+        )
     except web.HTTPException as exc:
         if exc.status < 400:  # redirects are answers, not errors
             exc.headers["X-Request-Id"] = request_id

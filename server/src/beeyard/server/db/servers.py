@@ -1,0 +1,64 @@
+"""Servers as the agent link sees them: plain SQL for the servers table.
+
+The read side (names, groups, tags, listing) lives with the servers API; this
+module holds what enrollment, the agent hub and token rotation need. The run
+token is kept as its SHA-256 digest and found by one indexed lookup, so 10,000
+agents reconnecting cost 10,000 index probes, not 10,000 slow hashes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+
+async def by_token(pool: asyncpg.Pool, digest: bytes) -> asyncpg.Record | None:
+    """The server a run token belongs to (``id``, ``name``), or None."""
+    return await pool.fetchrow("SELECT id, name FROM servers WHERE token_digest = $1", digest)
+
+
+async def token_is_current(pool: asyncpg.Pool, server_id: int, digest: bytes) -> bool:
+    found = await pool.fetchval(
+        "SELECT 1 FROM servers WHERE id = $1 AND token_digest = $2", server_id, digest
+    )
+    return found is not None
+
+
+async def record_hello(
+    pool: asyncpg.Pool, server_id: int, *, host: dict[str, Any], capabilities: list[str],
+    agent_version: str, protocol: str, interval: float,
+) -> None:
+    """Store what the agent said about itself in ``hello``, and when it connected."""
+    await pool.execute(
+        """UPDATE servers
+              SET host = $2, hostname = $3, capabilities = $4, agent_version = $5,
+                  protocol = $6, sample_interval = $7, connected_at = now(),
+                  last_seen_at = now(), updated_at = now()
+            WHERE id = $1""",
+        server_id, host, host.get("hostname"), capabilities, agent_version, protocol, interval,
+    )
+
+
+async def touch(pool: asyncpg.Pool, server_ids: list[int]) -> None:
+    """Record that these servers' agents were heard from just now (batched by presence)."""
+    if server_ids:
+        await pool.execute(
+            "UPDATE servers SET last_seen_at = now() WHERE id = ANY($1::bigint[])", server_ids
+        )
+
+
+async def set_token(pool: asyncpg.Pool, server_id: int, digest: bytes) -> bool:
+    """Replace the run token's digest; the old token stops matching at once.
+    False when there is no such server."""
+    done = await pool.execute(
+        """UPDATE servers SET token_digest = $2, token_rotated_at = now(), updated_at = now()
+            WHERE id = $1""",
+        server_id, digest,
+    )
+    return done != "UPDATE 0"
+
+
+async def exists(pool: asyncpg.Pool, server_id: int) -> bool:
+    found = await pool.fetchval("SELECT 1 FROM servers WHERE id = $1", server_id)
+    return found is not None

@@ -1,0 +1,75 @@
+"""Per-minute summaries: plain SQL for the partitioned metrics_minute table.
+
+A batch is one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING``:
+one statement and one round trip however many rows, and a summary replayed
+from an agent's spool (or twice in one batch) is simply not inserted again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+
+from beeyard.shared.frames import SUMMARY_NAMES
+
+AGGREGATE_COLUMNS = tuple(f"{n}_{a}" for n in SUMMARY_NAMES for a in ("avg", "min", "max"))
+_BIGINT_MAX = 2**63 - 1
+
+# Column names come from a constant tuple.
+_INSERT = (
+    "INSERT INTO metrics_minute (server_id, minute, samples, net_rx_bytes, net_tx_bytes, "  # noqa: S608
+    + ", ".join(AGGREGATE_COLUMNS)
+    + ") SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::smallint[], $4::bigint[], "
+    + "$5::bigint[], "
+    + ", ".join(f"${i + 6}::real[]" for i in range(len(AGGREGATE_COLUMNS)))
+    + ") ON CONFLICT (server_id, minute) DO NOTHING"
+)
+
+
+def minute_time(minute: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(minute, dt.UTC)
+
+
+def _counter(value: float | None) -> int | None:
+    return None if value is None else min(int(value), _BIGINT_MAX)
+
+
+def _columns(rows: Sequence[tuple[int, dict[str, Any]]]) -> list[list[Any]]:
+    """Rows of (server_id, summary body) as one list per column, for unnest."""
+    cols: list[list[Any]] = [[] for _ in range(5 + len(AGGREGATE_COLUMNS))]
+    for server_id, s in rows:
+        cols[0].append(server_id)
+        cols[1].append(minute_time(s["minute"]))
+        cols[2].append(min(s["samples"], 32767))
+        cols[3].append(_counter(s.get("net_rx_bytes")))
+        cols[4].append(_counter(s.get("net_tx_bytes")))
+        values = s["values"]
+        i = 5
+        for name in SUMMARY_NAMES:
+            triple = values.get(name)
+            for k in range(3):
+                cols[i + k].append(None if triple is None else triple[k])
+            i += 3
+    return cols
+
+
+async def ensure_partitions(conn: asyncpg.Connection, days: Iterable[dt.date]) -> None:
+    for day in sorted(set(days)):
+        await conn.execute("SELECT metrics_minute_partition($1)", day)
+
+
+async def insert(conn: asyncpg.Connection, rows: Sequence[tuple[int, dict[str, Any]]]) -> int:
+    """Insert the batch (the caller holds the transaction); returns the rows new to the table."""
+    if not rows:
+        return 0
+    done = await conn.execute(_INSERT, *_columns(rows))
+    return int(done.split()[-1])
+
+
+async def count(conn: asyncpg.Connection | asyncpg.Pool, server_id: int) -> int:
+    n: int = await conn.fetchval("SELECT count(*) FROM metrics_minute WHERE server_id = $1",
+                                 server_id)
+    return n
