@@ -100,18 +100,20 @@ def _run(args: argparse.Namespace) -> int:
 
     from beeyard.agent import config as config_module
     from beeyard.agent.daemon import run_agent
+    from beeyard.agent.spool import Spool
     from beeyard.agent.token import TokenError, read_token
 
     try:
         config = config_module.load(args.config)
         read_token(config.token_file)  # fail now, not at the first connection
+        spool = Spool(config.spool.dir, config.spool.max_entries, exclusive=True)
     except (config_module.ConfigError, TokenError) as exc:
         return _fail(str(exc), EXIT_CONFIG)
+    except OSError as exc:  # the spool directory cannot be created, or is in use
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(f"spool: {exc.strerror or exc}{where}", EXIT_CONFIG)
     _setup_logging(args.log_level or config.log_level)
-    try:
-        return asyncio.run(run_agent(config))
-    except OSError as exc:  # e.g. the spool directory cannot be created
-        return _fail(str(exc), EXIT_CONFIG)
+    return asyncio.run(run_agent(config, spool))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

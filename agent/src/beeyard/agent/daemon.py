@@ -148,10 +148,9 @@ class Agent:
         return code
 
 
-async def run_agent(config: AgentConfig) -> int:
+async def run_agent(config: AgentConfig, spool: Spool) -> int:
     from beeyard.agent.hostfacts import host_facts
 
-    spool = Spool(config.spool.dir, config.spool.max_entries)
     agent = Agent(config, host_facts(), spool)
     log.info("beeyard-agent sampling every %g s; server %s; capabilities: %s",
              config.interval, config.server, ", ".join(config.capabilities) or "none")

@@ -32,18 +32,28 @@ log = logging.getLogger("beeyard.agent.spool")
 _SUFFIX = ".summary"
 
 
+class SpoolBusy(OSError):
+    """Another process holds the spool: two agents must not share one."""
+
+
 class Spool:
-    def __init__(self, directory: Path, max_entries: int = 1440) -> None:
+    def __init__(self, directory: Path, max_entries: int = 1440, exclusive: bool = False) -> None:
+        """Open (creating) the spool. ``exclusive``: hold a lock on it for the life of
+        this process, as the daemon does, so that a second agent started with the
+        same config fails at once instead of replaying and deleting the same files."""
         self.directory = directory
         self.max_entries = max_entries
         self.versions: dict[int, int] = {}
         """minute → a counter bumped on every put: a sender resends a merged entry."""
         self._next_version = 0
+        self._lock_fd: int | None = None
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if exclusive:
+            self._lock()
         minutes = []
         for entry in os.scandir(directory):
-            if entry.name.startswith("."):  # an interrupted write's temp file
-                with contextlib.suppress(OSError):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):  # an interrupted write's temp file
                     os.unlink(entry.path)
                 continue
             stem, _, suffix = entry.name.partition(".")
@@ -52,6 +62,18 @@ class Spool:
         for minute in sorted(minutes):
             self._bump(minute)
         self._enforce_bound()
+
+    def _lock(self) -> None:
+        import fcntl
+
+        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolBusy(f"another beeyard-agent is using the spool {self.directory}") \
+                from None
+        self._lock_fd = fd
 
     def _bump(self, minute: int) -> None:
         self._next_version += 1
