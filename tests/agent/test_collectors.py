@@ -421,3 +421,15 @@ def test_iterator_backed_proc_files_are_read_whole() -> None:
     finally:
         for s in held:
             s.close()
+
+
+def test_the_unchecked_sample_packing_decodes_like_encode(reading: Reading) -> None:
+    """The daemon packs most samples without the schema check (see pack_sample):
+    the bytes must mean exactly what wire.encode's would."""
+    from beeyard.agent.daemon import pack_sample
+
+    body = {"ts": reading.ts, "metrics": reading.metrics}
+    packed = pack_sample(body)
+    assert packed is not None
+    assert wire.decode(packed) == wire.decode(wire.encode("sample", body))
+    assert pack_sample({"ts": 1.0, "metrics": {"blob": b"x" * (wire.MAX_FRAME + 1)}}) is None

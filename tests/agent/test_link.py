@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import stat
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from tests.agent.peer import AgentPeer, AgentProcess, write_config
+from tests.agent.peer import AgentPeer, AgentProcess, self_signed, write_config
 
 from beeyard.agent.spool import Spool
 from beeyard.agent.token import read_token
@@ -273,3 +274,41 @@ async def test_a_second_agent_on_the_same_spool_refuses_to_start(
     agents.append(second)
     assert await second.wait() == 2
     assert "another beeyard-agent is using the spool" in second.output()
+
+
+async def test_wss_with_the_servers_ca(agents: list[AgentProcess], tmp_path: Path) -> None:
+    """https:// server URL → wss:// link, verified against ``ca_file``; enrollment too."""
+    cert, context = self_signed(tmp_path)
+    peer = AgentPeer()
+    await peer.start(context)
+    try:
+        assert peer.url.startswith("https://")
+        peer.enroll_codes["tls-code"] = 9
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "beeyard.agent.cli", "enroll", "--server", peer.url,
+            "--code", "tls-code", "--config", str(tmp_path / "agent.toml"),
+            "--ca-file", str(cert), "--spool-dir", str(tmp_path / "spool"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        agent = AgentProcess(tmp_path / "agent.toml", tmp_path / "agent.log")
+        agents.append(agent)
+        await peer.wait_for("sample")
+        assert "connected to wss://127.0.0.1:" in agent.output()
+    finally:
+        await peer.stop()
+
+
+async def test_an_unverifiable_certificate_is_retried_not_trusted(
+    agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    _, context = self_signed(tmp_path)
+    peer = AgentPeer()
+    await peer.start(context)
+    try:
+        agent = start(agents, peer, tmp_path)  # no ca_file: the system CAs do not know it
+        await until(lambda: "CERTIFICATE_VERIFY_FAILED" in agent.output())
+        assert peer.connections == 0
+        assert agent.proc.poll() is None  # keeps trying: the operator may fix the CA
+    finally:
+        await peer.stop()
