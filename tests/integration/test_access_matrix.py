@@ -51,6 +51,9 @@ POLICY: dict[str, Access] = {
     "POST /api/auth/login": Access.PUBLIC,
     "POST /api/mobile/auth/login": Access.PUBLIC,
     "POST /api/mobile/auth/refresh": Access.PUBLIC,
+    "POST /api/agent/register": Access.PUBLIC,  # the one-time code is the credential
+    # the agent link: an agent's run token and nothing else
+    "GET /api/agent/ws": Access.AGENT,
     # any signed-in principal
     "GET /api/auth/me": Access.VIEWER,
     # one's own account: people only, never an API key
@@ -77,6 +80,11 @@ POLICY: dict[str, Access] = {
     "DELETE /api/sessions/{id}": Access.ADMIN,
     "GET /api/users": Access.ADMIN,
     "GET /api/users/{id}": Access.ADMIN,
+    # enrolling hosts: admins, API keys included (provisioning scripts)
+    "GET /api/agent/enrollments": Access.ADMIN,
+    "POST /api/agent/enrollments": Access.ADMIN,
+    "DELETE /api/agent/enrollments/{id}": Access.ADMIN,
+    "POST /api/agent/{id}/rotate-token": Access.ADMIN,
     # creating users and changing their credentials or privileges: an admin in person,
     # never an API key
     "POST /api/users": Access.ADMIN_INTERACTIVE,
@@ -109,7 +117,7 @@ class Caller:
     """One principal: how it authenticates and what it is."""
 
     name: str
-    kind: str | None  # None (anonymous), "session", "api_key", "device"
+    kind: str | None  # None (anonymous), "session", "api_key", "device", "agent"
     role: str | None = None
     read_only: bool = False
     csrf: bool = True  # cookie sessions: whether writes carry X-CSRF-Token
@@ -125,6 +133,8 @@ def expected(access: Access, method: str, who: Caller) -> int:
         return 403  # a cookie alone never authorises a write
     if who.kind is None:
         return 401
+    if access is Access.AGENT or who.kind == "agent":  # agents and people never mix
+        return ALLOWED if access is Access.AGENT and who.kind == "agent" else 403
     if access is Access.ACCOUNT:
         return 403 if who.kind == "api_key" else ALLOWED
     assert who.role is not None
@@ -195,6 +205,16 @@ async def callers(client: TestClient[Any, Any], db: asyncpg.Connection) -> list[
         )
         assert status == 201, body
         minted[scope] = body["data"]["key"]
+    # An enrolled agent's run token, through the enrollment API.
+    status, body, _ = await _call(client, "POST", "/api/agent/enrollments",
+                                  {"Cookie": cookie, "X-CSRF-Token": csrf}, {})
+    assert status == 201, body
+    status, body, _ = await _call(client, "POST", "/api/agent/register", {}, {
+        "code": body["data"]["code"],
+        "host": {"hostname": "matrix", "os": "Linux", "kernel": "6", "arch": "x86_64",
+                 "cores": 1, "boot_time": 0.0}})
+    assert status == 201, body
+    agent_token = body["data"]["token"]
     await _call(client, "POST", "/api/auth/logout", {"Cookie": cookie, "X-CSRF-Token": csrf})
     out.append(Caller("API key (read, as Bearer)", "api_key", "admin", read_only=True,
                       headers=(("Authorization", f"Bearer {minted['read']}"),)))
@@ -209,6 +229,8 @@ async def callers(client: TestClient[Any, Any], db: asyncpg.Connection) -> list[
     assert status == 200, body
     out.append(Caller("mobile device (member)", "device", "member",
                       headers=(("Authorization", f"Bearer {body['data']['access_token']}"),)))
+    out.append(Caller("agent (run token)", "agent",
+                      headers=(("Authorization", f"Bearer {agent_token}"),)))
     return out
 
 
@@ -275,7 +297,7 @@ async def test_route_against_every_principal(
     if access is None:
         pytest.fail(f"{key(route)} is not in POLICY: state who may call it")
     who = await callers(matrix_client, db)
-    assert len(who) == 8
+    assert len(who) == 9
     failures = await check_route(matrix_client, live[key(route)], access, who)
     assert not failures, "\n".join(failures)
 
@@ -297,6 +319,8 @@ def loosen(app: web.Application, route_key: str, access: Access) -> None:
         ("GET /api/auth/2fa", Access.VIEWER, "as API key (full): got 200"),
         ("PUT /api/users/{id}", Access.ADMIN, "as API key (full): got 422"),
         ("POST /api/users", Access.MEMBER, "as mobile device (member): got 422"),
+        ("GET /api/agent/ws", Access.PUBLIC, "as anonymous: got 426"),
+        ("POST /api/agent/enrollments", Access.MEMBER, "as mobile device (member): got 201"),
     ],
 )
 async def test_the_matrix_catches_a_loosened_route(
@@ -344,3 +368,10 @@ def test_expected_outcomes_table() -> None:
     assert expected(Access.ADMIN_INTERACTIVE, "DELETE", viewer) == 403
     assert expected(Access.ADMIN_INTERACTIVE, "DELETE", anon) == 401
     assert expected(Access.ADMIN_INTERACTIVE, "POST", nocsrf) == 403
+    agent = Caller("agent", "agent")
+    assert expected(Access.AGENT, "GET", agent) == ALLOWED
+    assert expected(Access.AGENT, "GET", admin) == 403
+    assert expected(Access.AGENT, "GET", full_key) == 403
+    assert expected(Access.AGENT, "GET", anon) == 401
+    assert expected(Access.VIEWER, "GET", agent) == 403
+    assert expected(Access.PUBLIC, "POST", agent) == ALLOWED

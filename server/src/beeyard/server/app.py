@@ -33,6 +33,7 @@ from beeyard.server.http import routing
 from beeyard.server.http.audit import audit_middleware
 from beeyard.server.http.middleware import edge_middleware
 from beeyard.server.hub.live import LiveState
+from beeyard.server.hub.wiring import install as install_agent_link
 from beeyard.server.services import background
 from beeyard.server.services.housekeeping import housekeeping
 from beeyard.server.services.throttle import throttle
@@ -94,5 +95,6 @@ def create_app(settings: Settings) -> web.Application:
     install_web_ui(app)  # the UI at /, Swagger UI at /swagger-ui/
     app.on_startup.insert(0, _check_routes)  # before the database starts
     app.cleanup_ctx.append(database)
+    install_agent_link(app)  # enrollment, agent hub, ingest writer, presence: need the pool
     app.cleanup_ctx.append(background(housekeeping, throttle))
     return app

@@ -46,6 +46,7 @@ class Settings:
     secure_cookies: bool = False  # set when served over HTTPS (directly or behind a proxy)
     shutdown_timeout: float = 10.0  # how long in-flight requests may take to finish on stop
     database_wait: float = 30.0  # how long to wait at start for an external database
+    agent_heartbeat: float = 5.0  # seconds between pings each way on the agent link
     # Reverse proxies whose X-Forwarded-For names the client (audit log, sign-in throttle).
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
@@ -203,4 +204,14 @@ def load(
         database_wait=_env_float(env, "BEEYARD_DATABASE_WAIT", 30.0),
         trusted_proxies=_networks(env, "BEEYARD_TRUSTED_PROXIES"),
         audit_retention_days=retention,
+        agent_heartbeat=_heartbeat(env),
     )
+
+
+def _heartbeat(env: Mapping[str, str]) -> float:
+    value = _env_float(env, "BEEYARD_AGENT_HEARTBEAT", 5.0)
+    if not 1 <= value <= 300:
+        raise ConfigError(
+            f"BEEYARD_AGENT_HEARTBEAT must be between 1 and 300 seconds, got {value:g}"
+        )
+    return value

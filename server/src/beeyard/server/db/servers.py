@@ -26,18 +26,23 @@ async def token_is_current(pool: asyncpg.Pool, server_id: int, digest: bytes) ->
 
 
 async def record_hello(
-    pool: asyncpg.Pool, server_id: int, *, host: dict[str, Any], capabilities: list[str],
-    agent_version: str, protocol: str, interval: float,
-) -> None:
-    """Store what the agent said about itself in ``hello``, and when it connected."""
-    await pool.execute(
+    pool: asyncpg.Pool, server_id: int, *, token_digest: bytes, host: dict[str, Any],
+    capabilities: list[str], agent_version: str, protocol: str, interval: float,
+) -> bool:
+    """Store what the agent said about itself in ``hello``, and when it connected.
+
+    Only while ``token_digest`` is still the server's token: False means the token
+    was rotated (or the server deleted) after the link was authenticated."""
+    done = await pool.execute(
         """UPDATE servers
-              SET host = $2, hostname = $3, capabilities = $4, agent_version = $5,
-                  protocol = $6, sample_interval = $7, connected_at = now(),
+              SET host = $3, hostname = $4, capabilities = $5, agent_version = $6,
+                  protocol = $7, sample_interval = $8, connected_at = now(),
                   last_seen_at = now(), updated_at = now()
-            WHERE id = $1""",
-        server_id, host, host.get("hostname"), capabilities, agent_version, protocol, interval,
+            WHERE id = $1 AND token_digest = $2""",
+        server_id, token_digest, host, host.get("hostname"), capabilities, agent_version,
+        protocol, interval,
     )
+    return bool(done != "UPDATE 0")
 
 
 async def touch(pool: asyncpg.Pool, server_ids: list[int]) -> None:
@@ -56,7 +61,7 @@ async def set_token(pool: asyncpg.Pool, server_id: int, digest: bytes) -> bool:
             WHERE id = $1""",
         server_id, digest,
     )
-    return done != "UPDATE 0"
+    return bool(done != "UPDATE 0")
 
 
 async def exists(pool: asyncpg.Pool, server_id: int) -> bool:

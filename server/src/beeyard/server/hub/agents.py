@@ -1,0 +1,379 @@
+"""The agent hub: ``GET /api/agent/ws``, one ``Link`` per connected agent.
+
+A frame goes one way through here: decoded and checked by ``wire.decode``,
+applied to the in-memory live state (which publishes it to subscribers
+without awaiting them), and, for minute summaries, queued for the ingest
+writer, which acks after commit. Nothing on that path waits for the
+database except the bounded ingest queue when it is full: that is the
+backpressure that leaves summaries in the agent's spool instead of in our
+memory.
+
+The link's life:
+
+1. The auth middleware has resolved the ``bag_`` run token to a server
+   (``Access.AGENT``); an unknown or revoked token got a 401 with code
+   ``unknown_token`` before any upgrade.
+2. The first frame must be ``hello`` within ``HELLO_TIMEOUT``; an
+   incompatible protocol gets ``bye {incompatible, retry: false}``.
+3. The hello's facts are stored, the link replaces any older link of the
+   same server (``bye {replaced}`` to the old one), and ``welcome`` goes out.
+4. Frames are read until the agent leaves, a dead link is noticed (no frame
+   for ``silence_limit``), too many bad frames arrive, or the hub closes it
+   (token rotated, server shutting down). Then the server is marked offline
+   (unless a newer link of it took over).
+
+Sending never blocks the hub either: each link has a small outgoing buffer
+drained by a short-lived task; a link whose buffer overflows is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from beeyard.server import context
+from beeyard.server.auth import tokens
+from beeyard.server.auth.middleware import presented_token
+from beeyard.server.auth.principal import Access
+from beeyard.server.db import servers
+from beeyard.server.http.envelope import ApiError
+from beeyard.server.http.routing import route
+from beeyard.server.hub.live import LiveState
+from beeyard.shared import wire
+
+log = logging.getLogger("beeyard.server.hub")
+
+HELLO_TIMEOUT = 10.0  # seconds from upgrade to the hello frame
+MAX_BAD_FRAMES = 10  # undecodable frames a link may send before it is closed
+OUT_BUFFER = 256  # frames waiting to go to one agent; beyond, the agent is not reading
+CLOSE_TIMEOUT = 3.0  # seconds to wait for the agent's close reply
+DEAD_FLOOR = 9.0  # with 1 s samples, 3 missed samples is too jumpy: 9 s, still < 10 s
+
+
+def silence_limit(heartbeat: float, interval: float) -> float:
+    """How long a link may be silent before it counts as dead.
+
+    The agent sends a frame at least every heartbeat (ping) and every sample
+    interval (sample), so three of the shorter of the two missed means the
+    link is gone; but no less than ``DEAD_FLOOR``, so a short stall (a busy
+    host, our own event loop under load) does not tear down healthy links,
+    and never more than three heartbeats. At the defaults (5 s heartbeat, 1 s
+    samples): 9 s.
+    """
+    return min(3 * heartbeat, max(3 * min(heartbeat, interval), DEAD_FLOOR))
+
+
+class Link:
+    """One agent's WebSocket after its hello was accepted."""
+
+    def __init__(self, hub: AgentHub, server_id: int, ws: web.WebSocketResponse,
+                 token_digest: bytes, interval: float) -> None:
+        self.hub = hub
+        self.server_id = server_id
+        self.ws = ws
+        self.token_digest = token_digest
+        self.interval = interval
+        self.silence = silence_limit(hub.heartbeat, interval)
+        self.connected = time.time()
+        self.last_frame = time.monotonic()
+        self.last_ping = time.monotonic()
+        self.bad_frames = 0
+        self.closing = False
+        self.farewell = ("shutdown", "link closed")  # the bye when the reader ends it
+        self._out: collections.deque[bytes] = collections.deque()
+        self._sender: asyncio.Task[None] | None = None
+        self.pending: dict[int, asyncio.Future[None]] = {}  # frame id -> awaiting token_stored
+
+    def send(self, frame_type: str, body: dict[str, Any], id: int | None = None) -> bool:
+        """Queue a frame for the agent; False if the link is closing or overflowing."""
+        if self.closing:
+            return False
+        if len(self._out) >= OUT_BUFFER:
+            log.warning("server %d: the agent is not reading; closing its link", self.server_id)
+            self.hub.spawn(self.close("shutdown", "the agent stopped reading", retry=True))
+            return False
+        self._out.append(wire.encode(frame_type, body, id))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._flush(), name=f"agent-send:{self.server_id}")
+        return True
+
+    async def _flush(self) -> None:
+        try:
+            while self._out and not self.ws.closed:
+                await self.ws.send_bytes(self._out.popleft())
+        except Exception as exc:  # the transport went away under us; the reader sees it too
+            log.debug("server %d: send failed: %s", self.server_id, exc)
+            self._out.clear()
+        finally:
+            self._sender = None
+
+    async def close(self, code: str, reason: str, *, retry: bool) -> None:
+        """Say ``bye`` (after what is queued) and close. Safe to call more than once."""
+        if self.closing:
+            return
+        self.closing = True
+        try:
+            if self._sender is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self._sender), CLOSE_TIMEOUT)
+            if not self.ws.closed:
+                with contextlib.suppress(Exception):
+                    await self.ws.send_bytes(
+                        wire.encode("bye", {"code": code, "reason": reason, "retry": retry}))
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+        finally:
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionResetError("the link closed"))
+
+
+class AgentHub:
+    """The connected agents of this process, by server id."""
+
+    def __init__(self, live: LiveState, heartbeat: float) -> None:
+        self.live = live
+        self.heartbeat = heartbeat
+        self.links: dict[int, Link] = {}
+        self.bad_frames = 0  # since start, over all links
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.ingest: Any = None  # services.ingest.Ingest, set when the writer starts
+        self.pool: Any = None  # the app's asyncpg pool, once a link was served
+
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background, holding a reference until it ends."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def link(self, server_id: int) -> Link | None:
+        return self.links.get(server_id)
+
+    def send(self, server_id: int, frame_type: str, body: dict[str, Any]) -> bool:
+        """Send to the server's current link; False if it has none."""
+        link = self.links.get(server_id)
+        return link is not None and link.send(frame_type, body)
+
+    async def rotate(self, server_id: int, token: str, wait: float = 10.0) -> bool | None:
+        """Give the connected agent a new run token. True once it answered token_stored,
+        False if it did not in time, None if it is not connected to this process."""
+        link = self.links.get(server_id)
+        if link is None:
+            return None
+        frame_id = next(self._ids)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        link.pending[frame_id] = fut
+        try:
+            if not link.send("rotate_token", {"token": token}, id=frame_id):
+                return False
+            await asyncio.wait_for(fut, wait)
+            return True
+        except (TimeoutError, ConnectionResetError):
+            return False
+        finally:
+            link.pending.pop(frame_id, None)
+
+    async def disconnect(self, server_id: int, code: str, reason: str, *, retry: bool) -> None:
+        link = self.links.get(server_id)
+        if link is not None:
+            await link.close(code, reason, retry=retry)
+
+    async def shutdown(self, app: web.Application) -> None:
+        """On server stop: tell every agent to come back later, all at once."""
+        links = list(self.links.values())
+        await asyncio.gather(
+            *(link.close("shutdown", "the server is stopping", retry=True) for link in links),
+            return_exceptions=True,
+        )
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- one connection --------------------------------------------------------
+
+    async def serve(self, app: web.Application, server_id: int, token_digest: bytes,
+                    ws: web.WebSocketResponse) -> None:
+        hello = await self._hello(ws, server_id)
+        if hello is None:
+            return
+        body = hello.body
+        pool = self.pool = app[context.POOL]
+        current = await servers.record_hello(
+            pool, server_id, token_digest=token_digest, host=body["host"],
+            capabilities=body["capabilities"], agent_version=body["agent_version"],
+            protocol=body["protocol"], interval=body["interval"],
+        )
+        if not current:  # the token was rotated between the upgrade and now
+            await _bye(ws, "revoked", "this run token was replaced; enroll the agent again",
+                       retry=False)
+            return
+        link = Link(self, server_id, ws, token_digest, body["interval"])
+        old = self.links.get(server_id)
+        self.links[server_id] = link
+        if old is not None:
+            log.info("server %d: a new link replaces the old one", server_id)
+            self.spawn(old.close("replaced", "another connection with this server's token "
+                                 "took over", retry=False))
+        self.live.mark_online(server_id, body["interval"])
+        self.live.server_updated(server_id, {
+            "host": body["host"], "capabilities": body["capabilities"],
+            "agent_version": body["agent_version"], "protocol": body["protocol"],
+        })
+        link.send("welcome", {"server_id": server_id, "protocol": wire.PROTOCOL_VERSION,
+                              "heartbeat": self.heartbeat})
+        log.info("server %d connected (agent %s, protocol %s)", server_id,
+                 body["agent_version"], body["protocol"])
+        try:
+            await self._read(link)
+        finally:
+            self._gone(link)
+            code, reason = link.farewell
+            await link.close(code, reason, retry=True)
+            log.info("server %d disconnected", server_id)
+
+    def _gone(self, link: Link) -> None:
+        """The link ended: unless a newer link of the server took over, it is offline."""
+        if self.links.get(link.server_id) is link:
+            del self.links[link.server_id]
+            self.live.mark_offline(link.server_id)
+            self.spawn(_touch(self.pool, link.server_id))
+
+    async def _hello(self, ws: web.WebSocketResponse, server_id: int) -> wire.Frame | None:
+        try:
+            msg = await ws.receive(timeout=HELLO_TIMEOUT)
+        except TimeoutError:
+            await _bye(ws, "invalid_frame", f"no hello within {HELLO_TIMEOUT:g} s", retry=True)
+            return None
+        if msg.type != WSMsgType.BINARY:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                            WSMsgType.ERROR):
+                return None
+            await _bye(ws, "invalid_frame", "frames are binary msgpack messages", retry=True)
+            return None
+        try:
+            frame = wire.decode(msg.data)
+        except wire.WireError as exc:
+            self.bad_frames += 1
+            await _bye(ws, "invalid_frame", f"bad hello: {exc}", retry=True)
+            return None
+        if frame.type != "hello":
+            await _bye(ws, "invalid_frame", f"the first frame must be hello, not {frame.type}",
+                       retry=True)
+            return None
+        reason = wire.compatible(frame.body["protocol"])
+        if reason is not None:
+            log.info("server %d: refused agent protocol %s", server_id, frame.body["protocol"])
+            await _bye(ws, "incompatible", reason, retry=False)
+            return None
+        return frame
+
+    async def _read(self, link: Link) -> None:
+        ws = link.ws
+        while not link.closing:
+            try:
+                msg = await ws.receive(timeout=link.silence)
+            except TimeoutError:
+                log.info("server %d: no frame for %g s; the link is dead", link.server_id,
+                         link.silence)
+                self._gone(link)  # offline now, not after the close handshake times out
+                return
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                            WSMsgType.ERROR):
+                return
+            link.last_frame = time.monotonic()
+            if msg.type != WSMsgType.BINARY:
+                if not self._bad(link, "a text message"):
+                    return
+                continue
+            try:
+                frame = wire.decode(msg.data)
+            except wire.WireError as exc:
+                if not self._bad(link, str(exc)):
+                    return
+                continue
+            if not await self._dispatch(link, frame):
+                return
+
+    def _bad(self, link: Link, why: str) -> bool:
+        """Count a bad frame; False once the link has sent too many."""
+        self.bad_frames += 1
+        link.bad_frames += 1
+        log.warning("server %d: bad frame (%d): %s", link.server_id, link.bad_frames, why[:200])
+        if link.bad_frames >= MAX_BAD_FRAMES:
+            link.farewell = ("invalid_frame", f"{MAX_BAD_FRAMES} invalid frames; last: {why[:200]}")
+            return False
+        return True
+
+    async def _dispatch(self, link: Link, frame: wire.Frame) -> bool:
+        """Act on one frame; False ends the link."""
+        t, body, sid = frame.type, frame.body, link.server_id
+        if t == "sample":
+            self.live.record_sample(sid, body["ts"], body["metrics"])
+        elif t == "summary":
+            self.live.seen(sid)
+            if self.ingest is not None:
+                await self.ingest.put(sid, body)  # blocks when full: backpressure
+        elif t == "ping":
+            self.live.seen(sid)
+            link.send("pong", {"ts": body["ts"]})
+        elif t == "pong":
+            self.live.seen(sid)
+        elif t == "token_stored":
+            fut = link.pending.get(frame.id) if frame.id is not None else None
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        elif t == "bye":
+            log.info("server %d said bye (%s): %s", sid, body["code"], body["reason"])
+            return False
+        else:
+            return self._bad(link, f"unexpected {t} frame")
+        return True
+
+
+async def _bye(ws: web.WebSocketResponse, code: str, reason: str, *, retry: bool) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_bytes(wire.encode("bye", {"code": code, "reason": reason, "retry": retry}))
+    with contextlib.suppress(Exception):
+        await ws.close()
+
+
+async def _touch(pool: Any, server_id: int) -> None:
+    try:
+        await servers.touch(pool, [server_id])
+    except Exception as exc:
+        log.debug("could not record last_seen of server %d: %s", server_id, exc)
+
+
+HUB = web.AppKey("agent_hub", AgentHub)
+
+
+@route("GET", "/api/agent/ws", Access.AGENT, "agent.ws", tags=("agent",),
+       extra_statuses=(426,))
+async def agent_ws(request: web.Request) -> web.StreamResponse:
+    """The agent link: a WebSocket of msgpack frames (``beeyard.shared.frames``).
+
+    Authenticate with ``Authorization: Bearer bag_...`` (the run token from
+    registration). An unknown or revoked token is refused before the upgrade
+    with 401 and ``"code": "unknown_token"``; the agent stops retrying on it.
+    """
+    ws = web.WebSocketResponse(max_msg_size=wire.MAX_FRAME, timeout=CLOSE_TIMEOUT,
+                               autoping=True)
+    if not ws.can_prepare(request).ok:
+        raise ApiError(426, "this is the agent WebSocket: connect with a WebSocket client")
+    server_id = context.principal(request).server_id
+    token = presented_token(request)
+    if server_id is None or token is None:  # pragma: no cover - Access.AGENT ensures both
+        raise ApiError(401, "authentication required")
+    await ws.prepare(request)
+    await request.app[HUB].serve(request.app, server_id, tokens.digest(token), ws)
+    return ws
+
+
+ROUTES = [agent_ws]

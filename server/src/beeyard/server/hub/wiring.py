@@ -1,0 +1,27 @@
+"""Wiring the agent link into the application: the hub, the ingest writer, presence.
+
+One call from the app factory, so that ``app.py`` stays a table of contents.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from beeyard.server import context
+from beeyard.server.api import enrollments
+from beeyard.server.http import routing
+from beeyard.server.hub import agents
+from beeyard.server.hub.agents import HUB, AgentHub
+from beeyard.server.services import background, ingest, presence
+
+INGEST = web.AppKey("ingest", ingest.Ingest)
+
+
+def install(app: web.Application) -> None:
+    """Routes, hub and services. Call after the database's cleanup context: the writer
+    needs the pool, and must flush before it closes (cleanup contexts unwind in reverse)."""
+    routing.install(app, enrollments.ROUTES + agents.ROUTES)
+    hub = app[HUB] = AgentHub(app[context.LIVE], app[context.SETTINGS].agent_heartbeat)
+    writer = app[INGEST] = hub.ingest = ingest.Ingest(app)
+    app.on_shutdown.append(hub.shutdown)  # before the cleanup: agents told to come back
+    app.cleanup_ctx.append(background(*ingest.jobs(writer), presence.job()))

@@ -1,0 +1,222 @@
+"""The agent link against a real server and database, with real WebSocket clients:
+hello/welcome, refusals, live state, token rotation, replacement, bad frames and
+dead links."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from tests.conftest import Api
+from tests.integration.agentlink import METRICS, FakeAgent
+from tests.integration.test_enrollment import enroll
+
+from beeyard.server import context
+from beeyard.server.config import Settings
+from beeyard.server.hub import agents
+from beeyard.server.hub.agents import HUB
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, agent_heartbeat=1.0)
+
+
+async def test_hello_welcome_and_live_samples(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await api.login()
+    server_id, token = await enroll(api, name="db-1")
+    live = client.server.app[context.LIVE]
+    with live.subscribe() as events:
+        agent, welcome = await FakeAgent.start(client, token)
+        assert welcome.type == "welcome"
+        assert welcome.body == {"server_id": server_id, "protocol": "1.0", "heartbeat": 1.0}
+        assert live.online(server_id)
+        now = time.time()
+        for i in range(3):
+            await agent.send("sample", {"ts": now + i, "metrics": METRICS})
+        await agent.send("ping", {"ts": 42.0})
+        assert (await agent.recv()).body == {"ts": 42.0}  # pong after the samples
+        assert [ts for ts, _ in live.ring(server_id)] == [now, now + 1, now + 2]
+        latest = live.latest(server_id)
+        assert latest is not None and latest[1]["cpu"] == 12.5
+        types = [e["type"] for e in events.drain()]
+        assert types == ["online", "server_updated", "sample", "sample", "sample"]
+    row = await db.fetchrow("SELECT * FROM servers WHERE id = $1", server_id)
+    assert row["agent_version"] == "0.1.0" and row["capabilities"] == ["docker_read"]
+    assert row["protocol"] == "1.0" and row["connected_at"] is not None
+    await agent.send("bye", {"code": "shutdown", "reason": "stopping", "retry": True})
+    await agent.closed()
+    await _until(lambda: not live.online(server_id))
+
+
+async def test_server_pings_every_heartbeat(api: Api, client: TestClient[Any, Any]) -> None:
+    await api.login()
+    _, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    started = time.monotonic()
+    pings = [await agent.recv(skip=()) for _ in range(2)]
+    assert [p.type for p in pings] == ["ping", "ping"]
+    assert time.monotonic() - started < 4
+
+
+async def test_incompatible_protocol_is_refused_for_good(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
+    await api.login()
+    _, token = await enroll(api)
+    _agent, bye = await FakeAgent.start(client, token, protocol="2.0")
+    assert bye.type == "bye" and bye.body["code"] == "incompatible"
+    assert bye.body["retry"] is False and "2.0" in bye.body["reason"]
+
+
+async def test_first_frame_must_be_hello_in_time(
+    api: Api, client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await api.login()
+    _, token = await enroll(api)
+    agent = await FakeAgent.connect(client, token)
+    await agent.send("ping", {"ts": 1.0})
+    (bye,) = await agent.closed()
+    assert bye.body["code"] == "invalid_frame" and "hello" in bye.body["reason"]
+    monkeypatch.setattr(agents, "HELLO_TIMEOUT", 0.3)
+    agent = await FakeAgent.connect(client, token)
+    (bye,) = await agent.closed()
+    assert bye.body["code"] == "invalid_frame" and "no hello" in bye.body["reason"]
+
+
+async def test_unknown_token_is_refused_before_the_upgrade(client: TestClient[Any, Any]) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await FakeAgent.connect(client, "bag_" + "x" * 43)
+    assert caught.value.status == 401
+    async with client.get("/api/agent/ws", headers={"Authorization": "Bearer bag_x"}) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["code"] == "unknown_token"
+
+
+async def test_a_second_connection_replaces_the_first(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
+    await api.login()
+    server_id, token = await enroll(api)
+    first, _ = await FakeAgent.start(client, token)
+    second, welcome = await FakeAgent.start(client, token)
+    assert welcome.type == "welcome"
+    frames = await first.closed()
+    assert frames[-1].type == "bye" and frames[-1].body["code"] == "replaced"
+    live = client.server.app[context.LIVE]
+    assert live.online(server_id)
+    await second.send("ping", {"ts": 1.0})
+    assert (await second.recv()).type == "pong"
+    assert client.server.app[HUB].links[server_id].ws is not None
+
+
+async def test_garbage_frames_are_survived_then_the_link_is_closed(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
+    await api.login()
+    server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    hub = client.server.app[HUB]
+    for junk in (b"\xc1", b"\x92\x01\x02", b"not msgpack at all"):
+        await agent.ws.send_bytes(junk)
+    await agent.ws.send_str("text is not a frame")
+    await agent.send("welcome", {"server_id": 1, "protocol": "1.0", "heartbeat": 5.0})
+    await agent.send("ping", {"ts": 7.0})
+    assert (await agent.recv()).body == {"ts": 7.0}
+    assert hub.links[server_id].bad_frames == 5
+    for _ in range(agents.MAX_BAD_FRAMES - 5):
+        await agent.ws.send_bytes(b"\xc1")
+    frames = await agent.closed()
+    assert frames[-1].type == "bye" and frames[-1].body["code"] == "invalid_frame"
+    await _until(lambda: not client.server.app[context.LIVE].online(server_id))
+
+
+async def test_a_silent_link_is_dead_within_three_heartbeats(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await api.login()
+    server_id, token = await enroll(api)
+    live = client.server.app[context.LIVE]
+    agent, _ = await FakeAgent.start(client, token)
+    assert agents.silence_limit(1.0, 1.0) == 3.0
+    assert agents.silence_limit(5.0, 1.0) == 9.0  # the defaults: under 10 s
+    assert agents.silence_limit(5.0, 60.0) == 15.0
+    started = time.monotonic()
+    with live.subscribe() as events:
+        agent.answer_pings = False
+        with pytest.raises(ConnectionError):
+            await agent.recv(timeout=10, skip=("ping", "bye"))
+        offline = next(e for e in events.drain() if e["type"] == "offline")
+    assert offline["server_id"] == server_id
+    assert 2.5 < time.monotonic() - started < 6
+    assert not live.online(server_id)
+    await _until_db(db, server_id)
+
+
+async def test_rotation_reaches_a_connected_agent(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await api.login()
+    server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+
+    async def store() -> str:
+        frame = await agent.recv()
+        assert frame.type == "rotate_token" and frame.id is not None
+        await agent.send("token_stored", {}, id=frame.id)
+        return str(frame.body["token"])
+
+    stored = asyncio.create_task(store())
+    status, out = await api.post(f"/api/agent/{server_id}/rotate-token")
+    assert status == 200 and out["data"] == {"server_id": server_id, "delivered": True}, out
+    new_token = await stored
+    assert new_token.startswith("bag_") and new_token != token
+    frames = await agent.closed()
+    assert frames[-1].body["code"] == "revoked" and frames[-1].body["retry"] is True
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await FakeAgent.connect(client, token)
+    assert caught.value.status == 401
+    _again, welcome = await FakeAgent.start(client, new_token)
+    assert welcome.type == "welcome"
+    detail = await db.fetchval(
+        "SELECT detail FROM audit_logs WHERE action = 'agent.rotate_token'")
+    assert detail == {"connected": True, "delivered": True}
+
+
+async def test_rotation_unconfirmed_revokes(
+    api: Api, client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beeyard.server.api import enrollments
+    monkeypatch.setattr(enrollments, "ROTATE_WAIT", 0.5)
+    await api.login()
+    server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    status, out = await api.post(f"/api/agent/{server_id}/rotate-token")
+    assert status == 200 and out["data"]["delivered"] is False
+    frames = await agent.closed()
+    assert frames[0].type == "rotate_token"
+    assert frames[-1].body == {"code": "revoked", "retry": False,
+                               "reason": "the run token was revoked; enroll the agent again"}
+
+
+async def _until(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def _until_db(db: asyncpg.Connection, server_id: int) -> None:
+    for _ in range(100):
+        if await db.fetchval("SELECT last_seen_at FROM servers WHERE id = $1", server_id):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("last_seen_at not written")

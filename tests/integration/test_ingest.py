@@ -1,0 +1,138 @@
+"""Durable ingest: minute summaries are committed, then acked; replays are harmless;
+nothing is acked while the database cannot take the rows, and all of it is once it can."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from tests.conftest import Api
+from tests.integration.agentlink import FakeAgent, summary
+from tests.integration.test_enrollment import enroll
+
+from beeyard.server.hub.wiring import INGEST
+
+MINUTE = int(time.time()) // 60 * 60 - 600
+
+
+async def acked(agent: FakeAgent, want: set[int], timeout: float = 10.0) -> set[int]:
+    """Collect acks until every minute in ``want`` was acknowledged."""
+    got: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while not want <= got:
+        frame = await agent.recv(timeout=max(0.01, deadline - time.monotonic()),
+                                 skip=("ping", "pong"))
+        assert frame.type == "ack", frame
+        got |= set(frame.body["minutes"])
+    return got
+
+
+async def no_ack(agent: FakeAgent, seconds: float) -> None:
+    with pytest.raises(TimeoutError):
+        await agent.recv(timeout=seconds, skip=("ping", "pong"))
+
+
+async def test_summaries_are_committed_then_acked_and_replays_are_idempotent(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await api.login()
+    server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    minutes = [MINUTE + 60 * i for i in range(3)]
+    for i, m in enumerate(minutes):
+        await agent.send("summary", summary(m, cpu=10.0 + i))
+    assert await acked(agent, set(minutes)) == set(minutes)
+    rows = await db.fetch(
+        "SELECT extract(epoch FROM minute)::bigint AS m, samples, cpu_avg, cpu_min, cpu_max, "
+        "load1_max, gpu_utilization_avg, net_rx_bytes, net_tx_bytes FROM metrics_minute "
+        "WHERE server_id = $1 ORDER BY minute", server_id)
+    assert [r["m"] for r in rows] == minutes
+    first = dict(rows[0])
+    assert first == {"m": MINUTE, "samples": 60, "cpu_avg": 10.0, "cpu_min": 5.0,
+                     "cpu_max": 15.0, "load1_max": pytest.approx(0.9),
+                     "gpu_utilization_avg": None, "net_rx_bytes": 1000, "net_tx_bytes": 2000}
+
+    # A replay after an outage (the agent never saw the ack): acked again, stored once.
+    await agent.send("summary", summary(minutes[0], cpu=99.0))
+    await agent.send("summary", summary(minutes[0], cpu=99.0))
+    assert await acked(agent, {minutes[0]}) == {minutes[0]}
+    assert await db.fetchval("SELECT count(*) FROM metrics_minute WHERE server_id = $1",
+                             server_id) == 3
+    assert await db.fetchval("SELECT cpu_avg FROM metrics_minute WHERE server_id = $1 AND "
+                             "minute = to_timestamp($2)", server_id, minutes[0]) == 10.0
+
+
+async def test_a_day_without_a_partition_gets_one(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await api.login()
+    _server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    old = MINUTE - 5 * 86400
+    await agent.send("summary", summary(old))
+    assert await acked(agent, {old}) == {old}
+    day = time.strftime("%Y%m%d", time.gmtime(old))
+    assert await db.fetchval("SELECT to_regclass($1) IS NOT NULL", f"metrics_minute_{day}")
+
+
+async def test_no_ack_while_the_table_is_locked_then_all_acked(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await api.login()
+    server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    lock = db.transaction()
+    await lock.start()
+    await db.execute("LOCK TABLE metrics_minute IN ACCESS EXCLUSIVE MODE")
+    await agent.send("summary", summary(MINUTE))
+    await agent.send("summary", summary(MINUTE + 60))
+    await no_ack(agent, 1.5)
+    await lock.rollback()
+    assert await acked(agent, {MINUTE, MINUTE + 60}) == {MINUTE, MINUTE + 60}
+    assert await db.fetchval("SELECT count(*) FROM metrics_minute WHERE server_id = $1",
+                             server_id) == 2
+
+
+async def test_no_ack_while_inserts_fail_then_acked_after_recovery(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    """A failing database (the table gone) is retried, never acked, never dropped."""
+    await api.login()
+    server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    writer = client.server.app[INGEST]
+    await db.execute("ALTER TABLE metrics_minute RENAME TO metrics_minute_away")
+    try:
+        await agent.send("summary", summary(MINUTE))
+        while writer.failures < 2:
+            await agent.send("ping", {"ts": 1.0})  # keep the link alive meanwhile
+            await asyncio.sleep(0.2)
+        await no_ack(agent, 0.5)
+        assert writer.last_error is not None and "metrics_minute" in writer.last_error
+    finally:
+        await db.execute("ALTER TABLE metrics_minute_away RENAME TO metrics_minute")
+    assert await acked(agent, {MINUTE}) == {MINUTE}
+    assert await db.fetchval("SELECT count(*) FROM metrics_minute WHERE server_id = $1",
+                             server_id) == 1
+    assert writer.last_error is None
+
+
+async def test_acks_follow_the_agent_to_its_new_link(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    """Summaries sent on a link that is gone by the commit are acked on the next link."""
+    await api.login()
+    _, token = await enroll(api)
+    first, _ = await FakeAgent.start(client, token)
+    lock = db.transaction()
+    await lock.start()
+    await db.execute("LOCK TABLE metrics_minute IN ACCESS EXCLUSIVE MODE")
+    await first.send("summary", summary(MINUTE))
+    await asyncio.sleep(0.3)
+    second, _ = await FakeAgent.start(client, token)
+    await lock.rollback()
+    assert await acked(second, {MINUTE}) == {MINUTE}
