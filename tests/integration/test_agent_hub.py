@@ -220,3 +220,16 @@ async def _until_db(db: asyncpg.Connection, server_id: int) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("last_seen_at not written")
+
+
+async def test_deleting_a_server_closes_its_link_for_good(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await api.login()
+    server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    await db.execute("DELETE FROM servers WHERE id = $1", server_id)
+    client.server.app[context.LIVE].remove(server_id)  # what DELETE /api/servers/{id} does
+    frames = await agent.closed()
+    assert frames[-1].body["code"] == "revoked" and frames[-1].body["retry"] is False
+    assert server_id not in client.server.app[context.LIVE].snapshot()

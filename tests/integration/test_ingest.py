@@ -15,6 +15,7 @@ from tests.integration.agentlink import FakeAgent, summary
 from tests.integration.test_enrollment import enroll
 
 from beeyard.server.hub.wiring import INGEST
+from beeyard.server.services import ingest
 
 MINUTE = int(time.time()) // 60 * 60 - 600
 
@@ -136,3 +137,38 @@ async def test_acks_follow_the_agent_to_its_new_link(
     second, _ = await FakeAgent.start(client, token)
     await lock.rollback()
     assert await acked(second, {MINUTE}) == {MINUTE}
+
+
+@pytest.fixture
+def small_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest, "QUEUE", 2)
+
+
+async def test_a_full_queue_stops_reading_the_link_until_the_writer_catches_up(
+    small_queue: None, api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    """Backpressure: beyond the queue, the hub stops reading summaries (they stay in the
+    agent's spool); nothing is dropped and everything is acked once the writer is back."""
+    await api.login()
+    server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    assert client.server.app[INGEST].queue.maxsize == 2
+    lock = db.transaction()
+    await lock.start()
+    await db.execute("LOCK TABLE metrics_minute IN ACCESS EXCLUSIVE MODE")
+    minutes = {MINUTE + 60 * i for i in range(5)}
+    for m in sorted(minutes):
+        await agent.send("summary", summary(m))
+    await agent.send("ping", {"ts": 5.0})
+    with pytest.raises(TimeoutError):  # the link is not being read: no pong
+        await agent.recv(timeout=1.0)
+    await lock.rollback()
+    got: set[int] = set()
+    pong = False
+    while not (minutes <= got and pong):
+        frame = await agent.recv(timeout=10.0)
+        if frame.type == "ack":
+            got |= set(frame.body["minutes"])
+        pong = pong or frame.type == "pong"
+    assert await db.fetchval("SELECT count(*) FROM metrics_minute WHERE server_id = $1",
+                             server_id) == 5

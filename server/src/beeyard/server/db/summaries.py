@@ -18,14 +18,16 @@ from beeyard.shared.frames import SUMMARY_NAMES
 AGGREGATE_COLUMNS = tuple(f"{n}_{a}" for n in SUMMARY_NAMES for a in ("avg", "min", "max"))
 _BIGINT_MAX = 2**63 - 1
 
-# Column names come from a constant tuple.
+_NAMES = ("server_id", "minute", "samples", "net_rx_bytes", "net_tx_bytes", *AGGREGATE_COLUMNS)
+_TYPES = ("bigint", "timestamptz", "smallint", "bigint", "bigint",
+          *("real" for _ in AGGREGATE_COLUMNS))
+# Column names come from constant tuples. Rows of a server deleted meanwhile are left
+# out by the join, so a summary still queued cannot bring back history just deleted.
 _INSERT = (
-    "INSERT INTO metrics_minute (server_id, minute, samples, net_rx_bytes, net_tx_bytes, "  # noqa: S608
-    + ", ".join(AGGREGATE_COLUMNS)
-    + ") SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::smallint[], $4::bigint[], "
-    + "$5::bigint[], "
-    + ", ".join(f"${i + 6}::real[]" for i in range(len(AGGREGATE_COLUMNS)))
-    + ") ON CONFLICT (server_id, minute) DO NOTHING"
+    f"INSERT INTO metrics_minute ({', '.join(_NAMES)}) "  # noqa: S608
+    f"SELECT u.* FROM unnest({', '.join(f'${i + 1}::{t}[]' for i, t in enumerate(_TYPES))}) "
+    f"AS u({', '.join(_NAMES)}) JOIN servers s ON s.id = u.server_id "
+    "ON CONFLICT (server_id, minute) DO NOTHING"
 )
 
 

@@ -147,6 +147,14 @@ class AgentHub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.ingest: Any = None  # services.ingest.Ingest, set when the writer starts
         self.pool: Any = None  # the app's asyncpg pool, once a link was served
+        live.on_remove.append(self._server_removed)
+
+    def _server_removed(self, server_id: int) -> None:
+        """The server was deleted: its agent must enroll again to come back."""
+        link = self.links.pop(server_id, None)
+        if link is not None:
+            self.spawn(link.close("revoked", "this server was deleted; enroll the agent again",
+                                  retry=False))
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background, holding a reference until it ends."""

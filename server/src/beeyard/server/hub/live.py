@@ -20,7 +20,7 @@ import asyncio
 import collections
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,6 +126,8 @@ class LiveState:
 
     _servers: dict[int, _Server] = field(default_factory=dict)
     _subscribers: set[Subscription] = field(default_factory=set)
+    # Called with the server id by ``remove``: the agent hub closes the deleted server's link.
+    on_remove: list[Callable[[int], None]] = field(default_factory=list)
 
     # -- reading ---------------------------------------------------------------
 
@@ -241,7 +243,10 @@ class LiveState:
         self.publish({"type": "server_updated", "server_id": server_id, "fields": fields})
 
     def remove(self, server_id: int) -> None:
-        """The server was deleted: forget it and tell subscribers."""
+        """The server was deleted: forget it, tell subscribers, and close its agent's
+        link (through ``on_remove``), so that no stale sample brings it back."""
+        for hook in self.on_remove:
+            hook(server_id)
         self._servers.pop(server_id, None)
         self.publish({"type": "server_removed", "server_id": server_id})
 

@@ -40,9 +40,10 @@ Item = tuple[int, dict[str, Any]]  # server id, summary body
 
 
 class Ingest:
-    def __init__(self, app: web.Application, maxsize: int = QUEUE, batch: int = BATCH) -> None:
+    def __init__(self, app: web.Application, maxsize: int | None = None,
+                 batch: int = BATCH) -> None:
         self.app = app
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE if maxsize is None else maxsize)
         self.batch = batch
         self.written = 0  # rows new to the table
         self.acked = 0  # summaries acknowledged
