@@ -233,3 +233,20 @@ async def test_deleting_a_server_closes_its_link_for_good(
     frames = await agent.closed()
     assert frames[-1].body["code"] == "revoked" and frames[-1].body["retry"] is False
     assert server_id not in client.server.app[context.LIVE].snapshot()
+
+
+async def test_a_database_failure_at_hello_asks_the_agent_to_retry(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await api.login()
+    _, token = await enroll(api)
+    await db.execute("""
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'refused for the test'; END $$;
+        CREATE TRIGGER refuse BEFORE UPDATE ON servers FOR EACH ROW EXECUTE FUNCTION refuse();
+    """)
+    _agent, bye = await FakeAgent.start(client, token)
+    assert bye.type == "bye" and bye.body["code"] == "shutdown" and bye.body["retry"] is True
+    await db.execute("DROP TRIGGER refuse ON servers")
+    _agent, welcome = await FakeAgent.start(client, token)
+    assert welcome.type == "welcome"

@@ -36,6 +36,7 @@ import logging
 import time
 from typing import Any
 
+import asyncpg
 from aiohttp import WSMsgType, web
 
 from beeyard.server import context
@@ -213,11 +214,18 @@ class AgentHub:
             return
         body = hello.body
         pool = self.pool = app[context.POOL]
-        current = await servers.record_hello(
-            pool, server_id, token_digest=token_digest, host=body["host"],
-            capabilities=body["capabilities"], agent_version=body["agent_version"],
-            protocol=body["protocol"], interval=body["interval"],
-        )
+        try:
+            current = await servers.record_hello(
+                pool, server_id, token_digest=token_digest, host=body["host"],
+                capabilities=body["capabilities"], agent_version=body["agent_version"],
+                protocol=body["protocol"], interval=body["interval"],
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("server %d: cannot record its hello (%s); asking it to retry",
+                        server_id, exc)
+            await _bye(ws, "shutdown", "the server cannot reach its database; retrying later",
+                       retry=True)
+            return
         if not current:  # the token was rotated between the upgrade and now
             await _bye(ws, "revoked", "this run token was replaced; enroll the agent again",
                        retry=False)
