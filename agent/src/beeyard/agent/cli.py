@@ -106,6 +106,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = config_module.load(args.config)
         read_token(config.token_file)  # fail now, not at the first connection
+        if config.ca_file is not None and not config.ca_file.is_file():
+            raise config_module.ConfigError(f"{args.config}: no CA file at {config.ca_file}")
         spool = Spool(config.spool.dir, config.spool.max_entries, exclusive=True)
     except (config_module.ConfigError, TokenError) as exc:
         return _fail(str(exc), EXIT_CONFIG)
