@@ -90,6 +90,27 @@ POLICY: dict[str, Access] = {
     "POST /api/users": Access.ADMIN_INTERACTIVE,
     "PUT /api/users/{id}": Access.ADMIN_INTERACTIVE,
     "DELETE /api/users/{id}": Access.ADMIN_INTERACTIVE,
+    # the fleet: anyone signed in reads it (live streams and Prometheus included);
+    # admins arrange and delete servers
+    "GET /api/servers": Access.VIEWER,
+    "GET /api/servers/{id}": Access.VIEWER,
+    "PUT /api/servers/{id}": Access.ADMIN,
+    "DELETE /api/servers/{id}": Access.ADMIN,
+    "GET /api/servers/{id}/records": Access.VIEWER,
+    "GET /api/servers/{id}/gpu-records": Access.VIEWER,
+    "GET /api/servers/{id}/uptime-daily": Access.VIEWER,
+    "GET /api/servers/{id}/traffic": Access.VIEWER,
+    "GET /api/server-groups": Access.VIEWER,
+    "POST /api/server-groups": Access.ADMIN,
+    "PUT /api/server-groups/{id}": Access.ADMIN,
+    "DELETE /api/server-groups/{id}": Access.ADMIN,
+    "GET /api/server-tags": Access.VIEWER,
+    "POST /api/server-tags": Access.ADMIN,
+    "PUT /api/server-tags/{id}": Access.ADMIN,
+    "DELETE /api/server-tags/{id}": Access.ADMIN,
+    "GET /api/ws/servers": Access.VIEWER,
+    "GET /api/stream": Access.VIEWER,
+    "GET /api/metrics/prometheus": Access.VIEWER,
 }
 
 MISSING_ID = "999999"
@@ -164,6 +185,10 @@ async def _call(
     json: Any = None,
 ) -> tuple[int, dict[str, Any], aiohttp.ClientResponse]:
     async with client.request(method, path, headers=headers, json=json) as resp:
+        if resp.status < 400 and resp.content_type != "application/json":
+            # A success that is not JSON (an event stream, Prometheus text): the status is
+            # the answer; the body is not read (a stream would never end).
+            return resp.status, {}, resp
         assert resp.content_type == "application/json", f"{method} {path}: {resp.content_type}"
         return resp.status, await resp.json(), resp
 

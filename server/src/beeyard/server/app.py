@@ -17,8 +17,13 @@ from beeyard.server.api import (
     audit,
     auth,
     docs,
+    groups,
     health,
+    live,
     mobile,
+    prometheus,
+    records,
+    servers,
     sessions,
     two_factor,
     users,
@@ -36,12 +41,16 @@ from beeyard.server.hub.live import LiveState
 from beeyard.server.hub.wiring import install as install_agent_link
 from beeyard.server.services import background
 from beeyard.server.services.housekeeping import housekeeping
+from beeyard.server.services.rollups import rollups
 from beeyard.server.services.throttle import throttle
 from beeyard.server.web import install as install_web_ui
 
 log = logging.getLogger("beeyard.server")
 
-API_MODULES = [health, auth, sessions, users, two_factor, api_keys, mobile, audit, docs]
+API_MODULES = [
+    health, auth, sessions, users, two_factor, api_keys, mobile, audit, docs,
+    servers, groups, records, live, prometheus,
+]
 
 
 async def database(app: web.Application) -> AsyncIterator[None]:
@@ -94,7 +103,8 @@ def create_app(settings: Settings) -> web.Application:
         routing.install(app, module.ROUTES)
     install_web_ui(app)  # the UI at /, Swagger UI at /swagger-ui/
     app.on_startup.insert(0, _check_routes)  # before the database starts
+    app.on_shutdown.append(live.close_streams)  # open WebSocket/SSE streams end at stop
     app.cleanup_ctx.append(database)
     install_agent_link(app)  # enrollment, agent hub, ingest writer, presence: need the pool
-    app.cleanup_ctx.append(background(housekeeping, throttle))
+    app.cleanup_ctx.append(background(housekeeping, throttle, rollups))
     return app

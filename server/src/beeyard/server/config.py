@@ -43,6 +43,10 @@ class Settings:
     login_window: int = 60
     login_lockout: int = 300
     audit_retention_days: int = 365  # housekeeping deletes older audit records
+    # Metric tiers (services/rollups.py drops whole partitions past these).
+    metrics_minute_retention_days: int = 30
+    metrics_hour_retention_days: int = 400
+    metrics_day_retention_days: int = 5 * 365 + 1
     secure_cookies: bool = False  # set when served over HTTPS (directly or behind a proxy)
     shutdown_timeout: float = 10.0  # how long in-flight requests may take to finish on stop
     database_wait: float = 30.0  # how long to wait at start for an external database
@@ -188,6 +192,14 @@ def load(
     retention = _env_int(env, "BEEYARD_AUDIT_RETENTION_DAYS", None, 365)
     if retention < 1:
         raise ConfigError(f"BEEYARD_AUDIT_RETENTION_DAYS must be at least 1 day, got {retention}")
+    metric_days = {
+        tier: _env_int(env, f"BEEYARD_METRICS_{tier.upper()}_RETENTION_DAYS", None, default)
+        for tier, default in (("minute", 30), ("hour", 400), ("day", 5 * 365 + 1))
+    }
+    for tier, days in metric_days.items():
+        if not 2 <= days <= 36500:
+            raise ConfigError(f"BEEYARD_METRICS_{tier.upper()}_RETENTION_DAYS must be between "
+                              f"2 and 36500 days, got {days}")
     return Settings(
         host=host or env.get("BEEYARD_HOST") or "127.0.0.1",
         port=port_value,
@@ -204,6 +216,9 @@ def load(
         database_wait=_env_float(env, "BEEYARD_DATABASE_WAIT", 30.0),
         trusted_proxies=_networks(env, "BEEYARD_TRUSTED_PROXIES"),
         audit_retention_days=retention,
+        metrics_minute_retention_days=metric_days["minute"],
+        metrics_hour_retention_days=metric_days["hour"],
+        metrics_day_retention_days=metric_days["day"],
         agent_heartbeat=_heartbeat(env),
     )
 
