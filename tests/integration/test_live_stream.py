@@ -19,6 +19,7 @@ from tests.integration.agentlink import METRICS, FakeAgent, summary
 from tests.integration.test_enrollment import enroll
 
 from beeyard.server import context
+from beeyard.server.api import live as live_api
 from beeyard.server.app import create_app
 
 Client = TestClient  # type: ignore[type-arg]
@@ -243,3 +244,33 @@ async def test_end_to_end_through_the_agent_link(
     with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
         await FakeAgent.connect(client, token)
     assert caught.value.status == 401
+
+
+async def test_a_revoked_credential_ends_open_streams(
+    api: Api, client: Client, new_api: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_api, "REAUTH", 0.2)
+    await api.login()
+    _, body = await api.post("/api/auth/api-keys", {"name": "sse", "scope": "read"})
+    key, key_id = body["data"]["key"], body["data"]["id"]
+    other = await new_api()
+    origin = f"http://{client.host}:{client.port}"
+    async with client.ws_connect("/api/ws/servers", headers={"Origin": origin}) as ws, \
+            other.client.get("/api/stream", headers={"X-API-Key": key}) as sse:
+        assert (await _receive(ws))["type"] == "snapshot"
+        assert (await _sse_events(sse, 1))[0][0] == "snapshot"
+        await asyncio.sleep(0.5)  # still valid: both stay open
+        assert not ws.closed
+        assert (await api.delete(f"/api/auth/api-keys/{key_id}"))[0] == 200
+        assert (await asyncio.wait_for(sse.content.read(), 5)).strip() == b""  # it ends
+        assert (await api.post("/api/auth/logout"))[0] == 200
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
+
+
+def test_events_are_encoded_once() -> None:
+    event = {"type": "sample", "server_id": 1, "ts": 1.5, "metrics": {"cpu": 1.0}}
+    text = live_api.encode(event)
+    assert json.loads(text) == event
+    assert live_api.encode(event) is text
+    assert live_api.encode(dict(event)) == text  # an equal but other event: encoded afresh

@@ -22,6 +22,7 @@ cookie is ``SameSite=Strict``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -32,7 +33,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from beeyard.server import context
 from beeyard.server.api.servers import fleet
-from beeyard.server.auth.principal import Access
+from beeyard.server.auth.middleware import resolve
+from beeyard.server.auth.principal import Access, Denied, authorize
 from beeyard.server.http.envelope import ApiError, dumps
 from beeyard.server.http.middleware import API_CSP
 from beeyard.server.http.routing import route
@@ -44,7 +46,9 @@ BUFFER = 2048  # events a client may fall behind before it is dropped
 KEEPALIVE = 15.0  # seconds between SSE comments / WebSocket pings on an idle stream
 POLL = 1.0  # seconds between checks that an SSE client is still there
 SEND_TIMEOUT = 10.0  # a client that takes longer than this to accept a frame is dropped
-SLOW_CLOSE = 4008  # WebSocket close code: policy (too slow)
+SLOW_CLOSE = 4008  # WebSocket close code: too slow, reconnect
+REVOKED_CLOSE = 4001  # WebSocket close code: the credential was revoked
+REAUTH = 60.0  # seconds between re-checks of an open stream's credential
 
 
 def check_origin(request: web.Request) -> None:
@@ -94,12 +98,24 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
         reader = asyncio.create_task(_discard_incoming(ws))
         try:
             await _send(ws.send_str, first)
+            loop = asyncio.get_running_loop()
+            checked = loop.time()
             while not ws.closed:
                 waiter = asyncio.create_task(sub.wait())
-                done, _ = await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({waiter, reader}, timeout=REAUTH,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 if reader in done:
                     waiter.cancel()
                     break
+                if loop.time() - checked >= REAUTH:
+                    if not await still_allowed(request):
+                        waiter.cancel()
+                        await ws.close(code=REVOKED_CLOSE, message=b"credential no longer valid")
+                        break
+                    checked = loop.time()
+                if waiter not in done:
+                    waiter.cancel()
+                    continue
                 if sub.closed:
                     await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
                     break
@@ -108,7 +124,7 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
                     await ws.close(code=SLOW_CLOSE, message=b"too slow; reconnect")
                     break
                 for event in events:
-                    await _send(ws.send_str, dumps(event))
+                    await _send(ws.send_str, encode(event))
         except (TimeoutError, ConnectionResetError):
             pass  # a stuck or vanished client: drop it
         finally:
@@ -154,9 +170,13 @@ async def sse(request: web.Request) -> web.StreamResponse:
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
         try:
-            await _send(resp.write, _event("snapshot", first))
-            written = loop.time()
+            await _send(resp.write, _event("snapshot", dumps(first)))
+            written = checked = loop.time()
             while not sub.closed:
+                if loop.time() - checked >= REAUTH:
+                    if not await still_allowed(request):
+                        break
+                    checked = loop.time()
                 try:
                     async with asyncio.timeout(POLL):
                         await sub.wait()
@@ -169,10 +189,10 @@ async def sse(request: web.Request) -> web.StreamResponse:
                     continue
                 events = sub.drain()
                 if sub.dropped:
-                    await _send(resp.write, _event("dropped", {"type": "dropped"}))
+                    await _send(resp.write, _event("dropped", '{"type":"dropped"}'))
                     break
                 if events:
-                    await _send(resp.write, b"".join(_event(e["type"], e) for e in events))
+                    await _send(resp.write, b"".join(_event(e["type"], encode(e)) for e in events))
                     written = loop.time()
         except (TimeoutError, ConnectionResetError):
             pass  # a stuck or vanished client: drop it
@@ -206,8 +226,39 @@ async def close_streams(app: web.Application) -> None:
         sub.close()
 
 
-def _event(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {dumps(data)}\n\n".encode()
+def _event(name: str, data: str) -> bytes:
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+# The same event goes to every client: encode it once. Entries hold the event itself,
+# so its id() cannot be reused by another object while it is cached.
+_ENCODED: collections.OrderedDict[int, tuple[dict[str, Any], str]] = collections.OrderedDict()
+_ENCODED_MAX = 8192
+
+
+def encode(event: dict[str, Any]) -> str:
+    """``event`` as JSON, computed once however many clients receive it."""
+    key = id(event)
+    hit = _ENCODED.get(key)
+    if hit is not None and hit[0] is event:
+        return hit[1]
+    text = dumps(event)
+    _ENCODED[key] = (event, text)
+    if len(_ENCODED) > _ENCODED_MAX:
+        _ENCODED.popitem(last=False)
+    return text
+
+
+async def still_allowed(request: web.Request) -> bool:
+    """Whether the stream's credential still admits it: a signed-out session, a revoked
+    key or a disabled user ends an open stream within ``REAUTH`` seconds, as it would
+    end the next REST call."""
+    try:
+        principal = await resolve(request)
+        authorize(Access.VIEWER, "GET", principal)
+    except Denied:
+        return False
+    return principal is not None
 
 
 ROUTES = [ws_servers, sse]
