@@ -250,3 +250,27 @@ async def test_a_database_failure_at_hello_asks_the_agent_to_retry(
     await db.execute("DROP TRIGGER refuse ON servers")
     _agent, welcome = await FakeAgent.start(client, token)
     assert welcome.type == "welcome"
+
+
+async def test_presence_closes_links_whose_token_changed_elsewhere(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    """A rotation or deletion made by another replica (here: straight in the database)
+    ends this replica's link at the next presence sweep, and last_seen is written."""
+    from beeyard.server.services import presence
+    await api.login()
+    server_id, token = await enroll(api)
+    other_id, other_token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    other, _ = await FakeAgent.start(client, other_token)
+    await db.execute("UPDATE servers SET token_digest = 'x'::bytea, last_seen_at = NULL "
+                     "WHERE id = $1", server_id)
+    sweep = presence.Presence()
+    sweep._touched -= presence.TOUCH_EVERY
+    await sweep.tick(client.server.app)
+    frames = await agent.closed()
+    assert frames[-1].body["code"] == "revoked" and frames[-1].body["retry"] is False
+    await other.send("ping", {"ts": 3.0})
+    assert (await other.recv()).type == "pong"
+    assert await db.fetchval("SELECT last_seen_at IS NOT NULL FROM servers WHERE id = $1",
+                             other_id)

@@ -10,6 +10,7 @@ import asyncpg
 from tests.conftest import Api
 from tests.integration.agentlink import HOST
 
+from beeyard.server import context
 from beeyard.server.auth import tokens
 
 
@@ -146,3 +147,20 @@ async def test_rotating_an_offline_agent_revokes_its_token(
     assert await db.fetchval("SELECT token_rotated_at IS NOT NULL FROM servers") is True
     status, out = await api.post("/api/agent/999999/rotate-token")
     assert status == 404
+
+
+async def test_old_used_and_expired_codes_are_purged(api: Api, db: asyncpg.Connection) -> None:
+    from beeyard.server.db import enrollments
+    await api.login()
+    used = await mint(api)
+    status, _ = await register(api, used["code"])
+    assert status == 201
+    await mint(api)  # pending: kept
+    old = await mint(api)
+    await db.execute("UPDATE enrollments SET expires_at = now() - interval '31 days' "
+                     "WHERE id = $1", old["id"])
+    pool = api.client.server.app[context.POOL]
+    assert await enrollments.purge(pool) == 1
+    await db.execute("UPDATE enrollments SET consumed_at = now() - interval '31 days'")
+    assert await enrollments.purge(pool) == 2
+    assert await db.fetchval("SELECT count(*) FROM enrollments") == 0

@@ -88,3 +88,14 @@ async def register(
             "UPDATE enrollments SET server_id = $2 WHERE id = $1", enrollment_id, server_id
         )
     return server_id, enrollment_id
+
+
+async def purge(pool: asyncpg.Pool, *, keep_days: int = 30) -> int:
+    """Delete codes consumed or expired more than ``keep_days`` ago; return how many.
+    Until then they stay listed, so that an operator can see what enrolled which server."""
+    done = await pool.execute(
+        """DELETE FROM enrollments
+            WHERE coalesce(consumed_at, expires_at) < now() - make_interval(days => $1)""",
+        keep_days,
+    )
+    return int(done.split()[-1])

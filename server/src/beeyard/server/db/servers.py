@@ -45,12 +45,17 @@ async def record_hello(
     return bool(done != "UPDATE 0")
 
 
-async def touch(pool: asyncpg.Pool, server_ids: list[int]) -> None:
-    """Record that these servers' agents were heard from just now (batched by presence)."""
-    if server_ids:
-        await pool.execute(
-            "UPDATE servers SET last_seen_at = now() WHERE id = ANY($1::bigint[])", server_ids
-        )
+async def touch(pool: asyncpg.Pool, server_ids: list[int]) -> dict[int, bytes]:
+    """Record that these servers' agents were heard from just now (batched by presence);
+    returns each one's current token digest (a server deleted meanwhile is missing)."""
+    if not server_ids:
+        return {}
+    rows = await pool.fetch(
+        """UPDATE servers SET last_seen_at = now() WHERE id = ANY($1::bigint[])
+        RETURNING id, token_digest""",
+        server_ids,
+    )
+    return {r["id"]: bytes(r["token_digest"]) for r in rows}
 
 
 async def set_token(pool: asyncpg.Pool, server_id: int, digest: bytes) -> bool:

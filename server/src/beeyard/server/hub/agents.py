@@ -88,6 +88,7 @@ class Link:
         self.bad_frames = 0
         self.closing = False
         self.farewell = ("shutdown", "link closed")  # the bye when the reader ends it
+        self.rotating = False  # a rotation is under way: the API closes the link after it
         self._out: collections.deque[bytes] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
         self.pending: dict[int, asyncio.Future[None]] = {}  # frame id -> awaiting token_stored
@@ -177,6 +178,7 @@ class AgentHub:
         link = self.links.get(server_id)
         if link is None:
             return None
+        link.rotating = True
         frame_id = next(self._ids)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         link.pending[frame_id] = fut

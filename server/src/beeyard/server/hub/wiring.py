@@ -9,10 +9,11 @@ from aiohttp import web
 
 from beeyard.server import context
 from beeyard.server.api import enrollments
+from beeyard.server.db import enrollments as enrollment_codes
 from beeyard.server.http import routing
 from beeyard.server.hub import agents
 from beeyard.server.hub.agents import HUB, AgentHub
-from beeyard.server.services import background, ingest, presence
+from beeyard.server.services import Background, background, ingest, presence
 
 INGEST = web.AppKey("ingest", ingest.Ingest)
 
@@ -24,4 +25,11 @@ def install(app: web.Application) -> None:
     hub = app[HUB] = AgentHub(app[context.LIVE], app[context.SETTINGS].agent_heartbeat)
     writer = app[INGEST] = hub.ingest = ingest.Ingest(app)
     app.on_shutdown.append(hub.shutdown)  # before the cleanup: agents told to come back
-    app.cleanup_ctx.append(background(*ingest.jobs(writer), presence.job()))
+    app.cleanup_ctx.append(background(
+        *ingest.jobs(writer), presence.job(), Background("enrollments", 3600.0, _purge_codes),
+    ))
+
+
+async def _purge_codes(app: web.Application) -> None:
+    """Used and expired enrollment codes are kept listed for 30 days, then deleted."""
+    await enrollment_codes.purge(app[context.POOL])

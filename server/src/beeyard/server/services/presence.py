@@ -6,7 +6,10 @@ offline at once. This job does what one sweep does cheaper than a task per
 agent: every second it pings the links whose heartbeat is due, and every
 ``TOUCH_EVERY`` seconds it writes ``last_seen_at`` of every online server in
 one statement (not once per frame: 10,000 agents at 1 s would be 10,000
-updates a second).
+updates a second). The same statement returns each server's current token
+digest: a link whose token was rotated or whose server was deleted elsewhere
+(another replica, or straight in the database) is closed for good, so no
+stale link outlives its credential by more than ``TOUCH_EVERY``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,12 @@ class Presence:
                 link.send("ping", {"ts": time.time()})
         if now - self._touched >= TOUCH_EVERY:
             self._touched = now
-            await servers.touch(app[context.POOL], list(hub.links))
+            links = dict(hub.links)
+            current = await servers.touch(app[context.POOL], list(links))
+            for server_id, link in links.items():
+                if current.get(server_id) != link.token_digest and not link.rotating:
+                    hub.spawn(link.close("revoked", "this run token is no longer valid; enroll "
+                                         "the agent again", retry=False))
 
 
 def job() -> Background:
