@@ -69,6 +69,9 @@ async def test_exposition_parses_back(
     gpus = [{"index": 0, "name": "T4", "utilization": 55.5, "memory_used": 1024.0,
              "memory_total": 4096.0}]
     live.record_sample(up, time.time(), metrics(cpu=12.25, gpus=gpus))
+    live.record_sample(down, time.time(), metrics(cpu=99.0))  # then it went away
+    live.mark_online(down)
+    live.mark_offline(down)
     status, body = await api.post("/api/auth/api-keys", {"name": "prom", "scope": "read"})
     key = body["data"]["key"]
     scraper = await new_api()
@@ -79,6 +82,7 @@ async def test_exposition_parses_back(
     families = parse(text)
     online = {s[0]["server_id"]: s[1] for s in families["beeyard_server_online"]["samples"]}
     assert online == {str(up): 1.0, str(down): 0.0}
+    # the offline server has no values (they would be stale), only its online state
     (labels, cpu), = families["beeyard_cpu_usage_percent"]["samples"]
     assert labels == {"server_id": str(up), "name": 'db "primary"\\eu\nrack'}
     assert cpu == 12.25

@@ -3,10 +3,12 @@ summaries, partitions created ahead and whole partitions dropped past retention.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 
 import asyncpg
+from tests.conftest import Api
 from tests.fleetdata import add_minute, add_server, utc
 
 from beeyard.server.config import Settings
@@ -144,3 +146,19 @@ async def test_retention_drops_whole_partitions(db: asyncpg.Connection, settings
     dropped = await rollups.expire(db, shorter, now)
     assert "metrics_minute_20261101" in dropped and "metrics_hour_202511" in dropped
     assert await db.fetchval("SELECT count(*) FROM metrics_minute") == 0
+
+
+async def test_the_job_runs_in_the_app(api: Api, db: asyncpg.Connection) -> None:
+    """Started with the app: creates partitions ahead and reports itself healthy."""
+    await api.login()
+    for _ in range(100):
+        status, body = await api.get("/api/admin/health/detailed")
+        assert status == 200, body
+        (job,) = [t for t in body["data"]["background_tasks"] if t["name"] == "rollups"]
+        if job["runs"]:
+            break
+        await asyncio.sleep(0.05)
+    assert job["running"] and job["runs"] >= 1 and job["last_error"] is None, job
+    ahead = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).strftime("%Y%m%d")
+    assert f"metrics_minute_{ahead}" in await _names(db, "metrics_minute")
+    assert await db_history.done_until(db, "hour") is not None
