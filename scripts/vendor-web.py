@@ -58,7 +58,7 @@ def check(lock: dict[str, Any]) -> list[str]:
             elif digest and sha256(path) != digest:
                 problems.append(f"{name}: {file} differs from {name}@{pin['version']}")
         if folder.is_dir():
-            extra = {p.name for p in folder.iterdir()} - set(pin["files"])
+            extra = set(relative_files(folder)) - set(pin["files"])
             problems += [f"{name}: {file} is not in vendor.json" for file in sorted(extra)]
     known = set(lock["packages"])
     if VENDOR.is_dir():
@@ -68,6 +68,12 @@ def check(lock: dict[str, Any]) -> list[str]:
             if p.is_dir() and p.name not in known
         ]
     return problems
+
+
+def relative_files(folder: Path) -> list[str]:
+    """Every file under ``folder``, as a POSIX path relative to it (pins may name
+    files in a package's subfolders, such as ``dist/uPlot.iife.min.js``)."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def fetch(name: str, pin: dict[str, Any]) -> None:
@@ -93,12 +99,16 @@ def fetch(name: str, pin: dict[str, Any]) -> None:
         staging.mkdir()
         with tarfile.open(tarball) as tar:
             for file in pin["files"]:
+                if file.startswith("/") or ".." in file.split("/"):
+                    sys.exit(f"{name}: {file} must be a plain path inside the package")
                 member = tar.getmember(f"package/{file}")
                 if not member.isfile():
                     sys.exit(f"{name}@{version}: {file} is not a regular file")
                 source = tar.extractfile(member)
                 assert source is not None
-                (staging / file).write_bytes(source.read())
+                target = staging / file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(source.read())
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(staging, folder)
         pin["integrity"] = info["integrity"]

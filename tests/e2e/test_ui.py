@@ -10,8 +10,12 @@ reason, except under BEEYARD_REQUIRE_ALL=1 (CI), where they fail.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import re
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -22,11 +26,14 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pyotp
 import pytest
+from tests.agent.peer import AgentProcess
+from tests.serverproc import clean_env
 
 from beeyard.server.app import create_app
 from beeyard.server.config import Settings
 from conftest import ADMIN_PASSWORD
 
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("BEEYARD_TEST_CHROMIUM", "/usr/bin/chromium"))
 # Flags that work as root on a closed network (see RECIPES.md). Playwright adds
 # --headless and a fresh temporary --user-data-dir itself.
@@ -160,7 +167,7 @@ async def test_sign_in_see_who_and_sign_out(ui: Any) -> None:
     await sign_in(ui, "admin", ADMIN_PASSWORD)
     await page.wait_for_selector("#current-user")
     assert await page.text_content("#current-user") == "admin"
-    assert await page.text_content("#signed-in-as") == "admin"
+    await page.wait_for_selector(".empty")  # the fleet overview, with no server yet
     assert await page.locator("a[href='/swagger-ui/']").count() >= 1
     await ui.screenshot("home")
 
@@ -278,3 +285,125 @@ async def test_csp_blocks_what_it_should(ui: Any) -> None:
     assert ran is False
     violations = await page.evaluate("window.__cspViolations")
     assert violations and violations[0].startswith("script-src")
+
+
+# -- the fleet: a real agent process enrolled through the UI ---------------------------
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # Offline within 3 s of an agent's death (3 heartbeats), so the test need not wait long.
+    return dataclasses.replace(settings, agent_heartbeat=1.0)
+
+
+async def _enroll_from_the_page(ui: Watched, tmp_path: Path) -> Path:
+    """Mint a code in the add-a-server page and run the command it shows; the config."""
+    page = ui.page
+    await page.goto(ui.base + "#/add")
+    await page.click("#mint-code")
+    await page.wait_for_selector("#enroll-command")
+    code = (await page.text_content("#enroll-code") or "").strip()
+    command = (await page.text_content("#enroll-command") or "").split()
+    origin = ui.base.rstrip("/")
+    assert command == ["beeyard-agent", "enroll", "--server", origin, "--code", code]
+    assert await page.text_content("#run-command") == "beeyard-agent run"
+    unit = await page.text_content("#systemd-unit") or ""
+    assert unit == (ROOT / "deploy" / "beeyard-agent.service").read_text()
+    assert (await page.text_content("#enroll-expiry") or "").strip()
+    pending = page.locator("#pending-codes")
+    await pending.wait_for()
+    assert code[:8] in (await pending.text_content() or "")
+    await ui.screenshot("add-server")
+
+    config = tmp_path / "agent.toml"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "beeyard.agent.cli", *command[1:], "--name", "e2e-host",
+        "--config", str(config), "--token-file", str(tmp_path / "agent.token"),
+        "--spool-dir", str(tmp_path / "spool"),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=clean_env(),
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    return config
+
+
+async def _cpu_values(page: Any, count: int, timeout: float = 20.0) -> set[str]:
+    """The CPU cell of the first row, read until it showed `count` different values."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < count:
+        assert time.monotonic() < deadline, f"CPU cell never changed: {seen}"
+        text = (await page.text_content("#fleet-rows tr td.col-cpu") or "").strip()
+        if text != "–":  # online, but its first sample not in yet
+            assert text.endswith("%"), text
+            seen.add(text)
+        await asyncio.sleep(0.5)
+    return seen
+
+
+async def test_fleet_live_detail_and_enrollment_with_a_real_agent(
+    ui: Watched, tmp_path: Path
+) -> None:
+    page = ui.page
+    await page.goto(ui.base)
+    await sign_in(ui, "admin", ADMIN_PASSWORD)
+    await page.wait_for_selector(".empty")
+    await ui.screenshot("fleet-empty")
+
+    config = await _enroll_from_the_page(ui, tmp_path)
+    # The code is spent: it leaves the pending list (which is reloaded on each visit).
+    await page.goto(ui.base + "#/")
+    agent = AgentProcess(config, tmp_path / "agent.log")
+    try:
+        await page.wait_for_selector("#fleet-rows tr .dot.on", timeout=30_000)
+        row = page.locator("#fleet-rows tr").first
+        assert "e2e-host" in (await row.locator("td.col-name").text_content() or "")
+        await _cpu_values(page, 2)
+        for col in ("memory", "disk"):
+            assert (await row.locator(f"td.col-{col}").text_content() or "").endswith("%")
+        assert (await row.locator("td.col-rx").text_content() or "").endswith("/s")
+        assert await page.text_content("#link-state") == "live"
+        await ui.screenshot("fleet")
+
+        await row.locator("a.server-link").click()
+        await page.wait_for_selector("#host-facts")
+        assert "e2e-host" in (await page.text_content("h1") or "")
+        for grid in ("live", "history"):
+            await page.wait_for_function(
+                f"() => document.querySelectorAll('#{grid}-charts .uplot canvas').length === 4")
+        # Live charts grow with the stream: the CPU chart's series has points.
+        await page.wait_for_function(
+            "() => document.querySelector('#history-tier').textContent.includes('tier')")
+        await asyncio.sleep(3)
+        await ui.screenshot("server-detail")
+        for label in ("24 h", "7 d", "30 d", "1 h"):
+            await page.click(f"button[data-range='{label}']")
+            await page.wait_for_selector(f"button.active[data-range='{label}']")
+        await page.wait_for_function(
+            "() => document.querySelector('#history-tier').textContent.includes('points')")
+
+        # The agent dies: the page says offline within the server's detection (3 s here).
+        agent.signal(signal.SIGKILL)
+        await page.wait_for_function(
+            "() => document.querySelector('#host-facts dd').textContent.startsWith('offline')",
+            timeout=15_000)
+        await page.click("text=← Servers")
+        await page.wait_for_selector("#fleet-rows tr .dot.off")
+        await ui.screenshot("fleet-offline")
+    finally:
+        agent.stop()
+    assert await ui.problems() == []
+
+
+async def test_pending_codes_can_be_deleted(ui: Watched) -> None:
+    page = ui.page
+    await page.goto(ui.base)
+    await sign_in(ui, "admin", ADMIN_PASSWORD)
+    await page.click("#nav-add")
+    await page.click("#mint-code")
+    await page.wait_for_selector("#pending-codes tr[data-enrollment-id]")
+    await page.click("#pending-codes button.danger")
+    await page.wait_for_selector("p#pending-codes")
+    assert "No pending codes" in (await page.text_content("#pending-codes") or "")
+    assert await ui.problems() == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -94,8 +95,8 @@ async def test_every_referenced_asset_is_served_from_our_origin(client: Any) -> 
         status, headers, body = await _get(client, path)
         assert status == 200, path
         assert headers["Content-Type"] in ("text/javascript", "application/javascript"), path
-        for target in re.findall(rb'^import .*? from "(\./[^"]+)";', body, re.M):
-            resolved = str(Path(path).parent / target.decode()[2:])
+        for target in re.findall(rb'^import .*? from "(\.\.?/[^"]+)";', body, re.M):
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target.decode()))
             if resolved not in seen:
                 seen.add(resolved)
                 queue.append(resolved)
@@ -105,6 +106,8 @@ async def test_every_referenced_asset_is_served_from_our_origin(client: Any) -> 
         status, headers, _ = await _get(client, path)
         assert status == 200, path
     assert "/static/js/api.js" in seen
+    assert "/static/js/views/server.js" in seen
+    assert "/static/js/charts.js" in seen
     assert "/static/vendor/swagger-ui-dist/swagger-ui-bundle.js" in seen
 
 
@@ -128,9 +131,43 @@ def test_vendored_files_match_their_pins() -> None:
         assert re.fullmatch(r"\d+\.\d+\.\d+", pin["version"]), name
         assert pin["integrity"].startswith("sha512-"), name
         folder = vendor / name
-        assert {p.name for p in folder.iterdir()} == set(pin["files"]), name
+        on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        assert on_disk == set(pin["files"]), name
         for file, digest in pin["files"].items():
             assert hashlib.sha256((folder / file).read_bytes()).hexdigest() == digest, file
         assert "LICENSE" in pin["files"], f"{name}: ship its licence"
+        assert pin.get("license"), f"{name}: record its licence"
     assert {p.name for p in vendor.iterdir() if p.is_dir()} == set(lock["packages"])
     assert (ROOT / "scripts" / "vendor-web.py").is_file()
+
+
+def test_uplot_is_pinned_for_the_charts() -> None:
+    """The fleet charts load uPlot from its vendored, pinned copy (lazily, by path)."""
+    pin = json.loads(web_ui.VENDOR_LOCK.read_text())["packages"]["uplot"]
+    assert pin["license"] == "MIT"
+    charts = (web_ui.STATIC / "js" / "charts.js").read_text()
+    base = re.search(r'const BASE = "/static/vendor/uplot/([^"]*)";', charts)
+    assert base is not None
+    for file in re.findall(r"\$\{BASE\}([\w.]+)", charts):
+        assert f"{base.group(1)}{file}" in pin["files"], file
+
+
+async def test_chart_library_and_unit_are_served(client: Any) -> None:
+    for path in ("/static/vendor/uplot/dist/uPlot.iife.min.js",
+                 "/static/vendor/uplot/dist/uPlot.min.css",
+                 "/static/deploy/beeyard-agent.service"):
+        status, _, _ = await _get(client, path)
+        assert status == 200, path
+
+
+def test_the_ui_shows_the_systemd_unit_of_deploy() -> None:
+    """The add-a-server page shows static/deploy/beeyard-agent.service: deploy/'s, unchanged."""
+    shown = web_ui.STATIC / "deploy" / "beeyard-agent.service"
+    assert shown.read_bytes() == (ROOT / "deploy" / "beeyard-agent.service").read_bytes(), (
+        "copy deploy/beeyard-agent.service to web/static/deploy/")
+
+
+def test_every_view_module_is_imported() -> None:
+    main = (web_ui.STATIC / "js" / "main.js").read_text()
+    for view in (web_ui.STATIC / "js" / "views").glob("*.js"):
+        assert f'from "./views/{view.name}"' in main, view.name

@@ -1,8 +1,12 @@
-// The Beeyard web UI: sign in, see who is signed in, sign out.
+// The Beeyard web UI: sign in, the fleet live, one server's charts, adding servers.
 // Native ES modules, no build step; everything goes through the public REST API.
 
 import * as api from "./api.js";
 import { h, mount } from "./dom.js";
+import { Fleet } from "./fleet.js";
+import { enrollView } from "./views/enroll.js";
+import { fleetView } from "./views/fleet.js";
+import { serverView } from "./views/server.js";
 
 const app = document.getElementById("app");
 const nav = document.getElementById("nav");
@@ -70,7 +74,7 @@ function showLogin(notice) {
   username.focus();
 }
 
-/** The signed-in home page. */
+/** The signed-in shell: navigation, then the view the location hash names. */
 function showHome(me) {
   const user = me.user ?? {};
   const status = h("div", { class: "message" });
@@ -79,9 +83,11 @@ function showHome(me) {
     signOut.disabled = true;
     try {
       await api.logout();
+      stopViews();
       showLogin("You are signed out.");
     } catch (err) {
       if (err instanceof api.ApiError && err.status === 401) {
+        stopViews();
         showLogin("Your session had already ended.");
         return;
       }
@@ -90,28 +96,40 @@ function showHome(me) {
     }
   });
   mount(nav,
+    h("a", { href: "#/" }, "Servers"),
+    user.role === "admin" ? h("a", { href: "#/add", id: "nav-add" }, "Add a server") : null,
     docsLinks(),
     h("span", { class: "who" }, h("span", { id: "current-user" }, user.username), " · ", user.role),
     signOut,
   );
-  mount(app,
-    h("section", { class: "card" },
-      h("h1", {}, `Welcome, ${user.username}`),
-      status,
-      h("dl", { class: "facts" },
-        h("dt", {}, "Signed in as"), h("dd", { id: "signed-in-as" }, user.username),
-        h("dt", {}, "Role"), h("dd", {}, user.role),
-        h("dt", {}, "Two-factor"), h("dd", {}, user.totp_enabled ? "on" : "off"),
-      ),
-      h("p", {},
-        "Hosts, metrics and remote operations arrive in later releases. Everything this UI does "
-        + "goes through the REST API, documented in ",
-        h("a", { href: "/swagger-ui/" }, "Swagger UI"),
-        " (raw: ", h("a", { href: "/api-docs/openapi.json" }, "openapi.json"), ").",
-      ),
-    ),
-  );
+  session = { me, fleet: new Fleet(), status };
+  showView();
 }
+
+let session = null;
+let cleanup = () => {};
+
+function stopViews() {
+  cleanup();
+  cleanup = () => {};
+  session?.fleet.stop();
+  session = null;
+}
+
+/** Render the view of the current hash: #/, #/servers/ID, #/add. */
+function showView() {
+  if (!session) return;
+  cleanup();
+  const root = h("div", { class: "view" });
+  mount(app, session.status, root);
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const server = hash.match(/^\/servers\/(\d+)$/);
+  if (server) cleanup = serverView(root, session.fleet, Number(server[1]));
+  else if (hash === "/add" && session.me.user?.role === "admin") cleanup = enrollView(root);
+  else cleanup = fleetView(root, session.fleet, session.me);
+}
+
+window.addEventListener("hashchange", showView);
 
 function showFailure(err) {
   mount(nav, docsLinks());
@@ -123,6 +141,7 @@ function showFailure(err) {
 async function route() {
   try {
     const me = await api.me();
+    stopViews();
     if (me) showHome(me);
     else showLogin();
   } catch (err) {
