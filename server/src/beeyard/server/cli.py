@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from beeyard.server import __version__, config, context
+from beeyard.server import __version__, config, context, demo
 from beeyard.server.app import create_app
 from beeyard.server.db import bootstrap
 from beeyard.server.db.embedded import EmbeddedError
@@ -90,13 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def note_demo_password(app: web.Application) -> None:
         demo_password[0] = await bootstrap.initial_password(app[context.POOL], settings)
 
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{host}:{settings.port}/"
+    demo_agent: demo.DemoAgent | None = None
     if args.command == "demo":
         app.on_startup.append(note_demo_password)  # runs after the database is up
+        # This machine's own agent, so that the demo shows a live host (serve never does).
+        demo_agent = demo.install(app, url, lambda line: print(line, file=sys.stderr,
+                                                               flush=True))
 
     def ready(_banner: str) -> None:
         """Called by aiohttp once the socket listens (in place of its own banner)."""
-        host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        url = f"http://{host}:{settings.port}/"
         print(f"Beeyard {__version__} is serving at {url}", file=sys.stderr, flush=True)
         if args.command == "demo":
             secret = demo_password[0] or "(the password you set)"
@@ -106,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        if demo_agent is not None:
+            demo_agent.start()  # its enrollment needs the socket that now listens
 
     try:
         web.run_app(

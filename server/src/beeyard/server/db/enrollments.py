@@ -26,8 +26,11 @@ class TooMany(Exception):
 
 
 async def create(
-    pool: asyncpg.Pool, *, prefix: str, digest: bytes, created_by: int, ttl_seconds: int
+    pool: asyncpg.Pool, *, prefix: str, digest: bytes, created_by: int | None,
+    ttl_seconds: int,
 ) -> dict[str, Any]:
+    """Store a new code's digest; ``created_by`` is None when the server minted it itself
+    (the demo enrolling its own machine)."""
     async with pool.acquire() as conn, conn.transaction():
         # Serialise mints so that the count below cannot be overtaken by a concurrent one.
         await conn.execute("LOCK TABLE enrollments IN SHARE ROW EXCLUSIVE MODE")
