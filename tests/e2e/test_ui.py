@@ -26,9 +26,11 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pyotp
 import pytest
+from aiohttp import web
 from tests.agent.peer import AgentProcess
 from tests.serverproc import clean_env
 
+from beeyard.server.api import live
 from beeyard.server.app import create_app
 from beeyard.server.config import Settings
 from conftest import ADMIN_PASSWORD
@@ -139,9 +141,14 @@ async def ui(browser: Any, server_url: str, shots: Path) -> AsyncIterator[Watche
 
 
 @pytest.fixture
-async def server_url(settings: Settings, aiohttp_server: Any) -> str:
+def web_app(settings: Settings) -> web.Application:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def server_url(web_app: web.Application, aiohttp_server: Any) -> str:
     """A real server on 127.0.0.1 and a free port, with the test's own database."""
-    server = await aiohttp_server(create_app(settings), host="127.0.0.1")
+    server = await aiohttp_server(web_app, host="127.0.0.1")
     return str(server.make_url("/"))
 
 
@@ -343,7 +350,7 @@ async def _cpu_values(page: Any, count: int, timeout: float = 20.0) -> set[str]:
 
 
 async def test_fleet_live_detail_and_enrollment_with_a_real_agent(
-    ui: Watched, tmp_path: Path
+    ui: Watched, tmp_path: Path, web_app: web.Application
 ) -> None:
     page = ui.page
     await page.goto(ui.base)
@@ -365,6 +372,14 @@ async def test_fleet_live_detail_and_enrollment_with_a_real_agent(
         assert (await row.locator("td.col-rx").text_content() or "").endswith("/s")
         assert await page.text_content("#link-state") == "live"
         await ui.screenshot("fleet")
+
+        # The server ends every live stream (as on a restart): the page reconnects by itself.
+        await live.close_streams(web_app)
+        await page.wait_for_function(
+            "() => document.querySelector('#link-state').textContent !== 'live'")
+        await page.wait_for_function(
+            "() => document.querySelector('#link-state').textContent === 'live'")
+        await _cpu_values(page, 2)
 
         await row.locator("a.server-link").click()
         await page.wait_for_selector("#host-facts")
@@ -406,4 +421,6 @@ async def test_pending_codes_can_be_deleted(ui: Watched) -> None:
     await page.click("#pending-codes button.danger")
     await page.wait_for_selector("p#pending-codes")
     assert "No pending codes" in (await page.text_content("#pending-codes") or "")
+    await page.goto(ui.base + "#/servers/999")  # a detail page of no server says so
+    await page.wait_for_selector("#not-found")
     assert await ui.problems() == []

@@ -44,7 +44,7 @@ export async function lineChart(container, { series, format, max, floor = 1, bin
     },
     axes: [
       { stroke: "#888", grid: { stroke: "rgba(128,128,128,0.15)" } },
-      { stroke: "#888", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 70,
+      { stroke: "#888", grid: { stroke: "rgba(128,128,128,0.15)" }, size: 88,
         incrs: binary ? POWERS_OF_TWO : undefined, values: (_u, ticks) => ticks.map(format) },
     ],
     series: [{}, ...series.map((s, i) => ({

@@ -11,7 +11,7 @@ export function bytes(value) {
     v /= 1024;
     i += 1;
   }
-  return `${v.toFixed(v >= 100 || i === 0 ? 0 : 1)} ${UNITS[i]}`;
+  return `${v.toFixed(v >= 10 || i === 0 ? 0 : 1)} ${UNITS[i]}`;
 }
 
 /** Bytes per second → "1.5 MiB/s". */

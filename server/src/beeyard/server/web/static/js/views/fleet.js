@@ -13,7 +13,7 @@ function cells(server, online) {
     h("span", { class: `dot ${online ? "on" : "off"}`, title: online ? "online" : "offline" }),
     h("span", { class: "name-cell" },
       h("a", { href: `#/servers/${server.id}`, class: "server-link" }, server.name),
-      h("small", { class: "muted" }, online ? host.hostname ?? "" : `offline · ${fmt.ago(server.last_seen)}`)),
+      h("small", { class: "muted" }, online ? host.hostname ?? "" : `offline · last seen ${fmt.ago(server.last_seen)}`)),
     `${host.os ?? "–"}`,
     m ? fmt.percent(m.cpu) : "–",
     m ? fmt.percent(m.memory?.percent) : "–",

@@ -104,7 +104,10 @@ export function serverView(root, fleet, id) {
 
   function drawFacts() {
     const server = fleet.servers.get(id);
-    if (!server) return;
+    if (!server) {
+      if (fleet.ready) mount(factsBox, h("p", { class: "error", id: "not-found" }, `There is no server ${id}.`));
+      return;
+    }
     title.textContent = server.name;
     mount(factsBox, facts(server, fleet.isOnline(server)));
   }
