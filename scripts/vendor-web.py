@@ -3,7 +3,8 @@
 
 The pins live in server/src/beeyard/server/web/vendor.json: for each npm package its
 version, the registry's integrity hash of the tarball, and the files we keep with the
-SHA-256 of each. Only those files are committed, under web/static/vendor/<package>/.
+SHA-256 of each. Only those files are committed, under web/static/vendor/<package>/,
+at their path inside the package (``dist/uPlot.iife.min.js`` stays under ``dist/``).
 
     scripts/vendor-web.py                    fetch every package at its pinned version
     scripts/vendor-web.py swagger-ui-dist@5.36.0   re-pin one package, then fetch it
