@@ -171,8 +171,14 @@ class DemoAgent:
                      f"and live at {self.ui_url}")
         assert self.proc is not None
         code = await self.proc.wait()
-        if not self.stopping:
+        if self.stopping:
+            return
+        if code == 0 or code == -signal.SIGINT:  # Ctrl-C reaches the whole process group
+            log.info("the demo agent (PID %d) stopped", self.proc.pid)
+        else:
             reason = EXIT_REASONS.get(code, "unexpected exit")
+            if code < 0:
+                reason = f"killed by {signal.Signals(-code).name}"
             log.error("the demo agent (PID %d) exited with code %d (%s)%s; the demo keeps "
                       "serving without it", self.proc.pid, code, reason,
                       f": {self.last_line}" if self.last_line else "")
