@@ -424,3 +424,15 @@ async def test_pending_codes_can_be_deleted(ui: Watched) -> None:
     await page.goto(ui.base + "#/servers/999")  # a detail page of no server says so
     await page.wait_for_selector("#not-found")
     assert await ui.problems() == []
+
+
+async def test_a_lost_session_returns_to_sign_in(ui: Watched, web_app: web.Application) -> None:
+    page = ui.page
+    await page.goto(ui.base)
+    await sign_in(ui, "admin", ADMIN_PASSWORD)
+    await page.wait_for_selector(".empty")
+    await page.context.clear_cookies()  # the session is gone (expired, signed out elsewhere)
+    await live.close_streams(web_app)  # and the live stream ends: the page asks who it is
+    await page.wait_for_selector("#login-form")
+    assert "session has ended" in (await page.text_content("#login-form .notice") or "")
+    assert await ui.problems() == []

@@ -103,6 +103,17 @@ function showHome(me) {
     signOut,
   );
   session = { me, fleet: new Fleet(), status };
+  // The server ends the live stream of a signed-out session or a disabled user (4001);
+  // a socket refused outright says nothing, so ask whether the session still holds.
+  const current = session;
+  session.fleet.subscribe(async (e) => {
+    if (e.type !== "link" || (e.state !== "revoked" && e.state !== "closed")) return;
+    const ended = e.state === "revoked" || (await api.me().catch(() => true)) === null;
+    if (ended && session === current) {
+      stopViews();
+      showLogin("Your session has ended. Sign in again.");
+    }
+  });
   showView();
 }
 
