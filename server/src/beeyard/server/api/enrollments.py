@@ -98,6 +98,14 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
                                 "consumed_at", "server_id")}
 
 
+def new_code() -> str:
+    """A URL-safe code that never begins with "-": argparse would take such a code for an
+    option in ``beeyard-agent enroll --code CODE`` (1 code in 64 otherwise)."""
+    while (code := secrets.token_urlsafe(CODE_BYTES)).startswith("-"):
+        pass
+    return code
+
+
 @route("POST", "/api/agent/enrollments", Access.ADMIN, "enrollments.create", body=MINT,
        status=201, tags=("agent",), response=_MINTED, extra_statuses=(409,))
 async def create_enrollment(request: web.Request) -> web.Response:
@@ -105,7 +113,7 @@ async def create_enrollment(request: web.Request) -> web.Response:
 
     Give it to ``beeyard-agent enroll --server URL --code CODE`` within its TTL.
     """
-    code = secrets.token_urlsafe(CODE_BYTES)
+    code = new_code()
     prefix = code[:PREFIX_LENGTH]
     try:
         row = await db.create(
