@@ -52,7 +52,7 @@ export function fleetView(root, fleet, me) {
   function redraw() {
     const servers = [...fleet.servers.values()].sort((a, b) => a.name.localeCompare(b.name));
     const up = servers.filter((s) => fleet.isOnline(s)).length;
-    count.textContent = `${servers.length} servers · ${up} online`;
+    count.textContent = `${servers.length} server${servers.length === 1 ? "" : "s"} · ${up} online`;
     if (!fleet.ready) mount(holder, h("p", { class: "muted" }, "Connecting…"));
     else if (!servers.length) mount(holder, empty(isAdmin));
     else {
