@@ -111,10 +111,16 @@ def test_nothing_reported_durable_is_lost_to_sigkill(tmp_path: Path, kill_after:
     put: list[int] = []
     acking: set[int] = set()
     acked: set[int] = set()
+    model: list[int] = []  # what the spool must hold, replaying the writer's reports in order
 
     def note(line: str) -> None:
         verb, minute = line.split()
         {"put": put.append, "acking": acking.add, "acked": acked.add}[verb](int(minute))
+        if verb == "put":
+            model.append(int(minute))
+            del model[:-bound]  # the bound counts every pending entry at put time
+        elif verb == "acked":
+            model.remove(int(minute))
 
     try:
         assert proc.stdout is not None
@@ -132,8 +138,10 @@ def test_nothing_reported_durable_is_lost_to_sigkill(tmp_path: Path, kill_after:
             proc.wait()
     reopened = Spool(spool_dir, max_entries=bound)
     pending = set(reopened.pending())
-    # the newest within the bound of what was not surely removed, less what may have been
-    must_have = [m for m in [m for m in put if m not in acked][-bound:] if m not in acking]
+    # What the model holds, less what may have gone: an entry whose removal had begun,
+    # and the oldest one, which a put that was under way but not yet reported may have
+    # pushed out of the bound.
+    must_have = [m for m in model[1:] if m not in acking]
     missing = [m for m in must_have if m not in pending]
     assert not missing, f"lost {missing}"
     assert not pending & acked, "an acknowledged entry came back"

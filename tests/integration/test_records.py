@@ -106,7 +106,10 @@ async def test_hour_tier_is_completed_by_unrolled_minutes(
     await db.execute(
         """INSERT INTO metrics_hour (server_id, bucket, samples, minutes, cpu_avg, cpu_min,
            cpu_max) VALUES ($1, $2, 3600, 60, 50, 1, 99)""", server, old)
-    await add_minutes(db, server, _minute(now.timestamp() - 600), 5, cpu=7.0)
+    # Five minutes inside one clock hour (an hour ago), so they fall in a single bucket
+    # whatever the time of day the test runs at.
+    hour = (now - dt.timedelta(hours=1)).replace(minute=10, second=0, microsecond=0)
+    await add_minutes(db, server, hour, 5, cpu=7.0)
     data = await _records(api, server, **{
         "from": (now - dt.timedelta(days=36)).isoformat(), "points": "2000"})
     assert data["tier"] == "hour"
