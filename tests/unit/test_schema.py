@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beeyard.shared.schema import Field, Schema, SchemaError
+from beeyard.shared.schema import _MISS, Field, Schema, SchemaError
 
 USER = Schema(
     "user",
@@ -138,3 +138,43 @@ def test_json_schema_mirrors_the_declaration() -> None:
     assert props["tags"]["items"]["maxLength"] == 8
     assert props["nested"]["type"] == ["object", "null"]
     assert props["nested"]["properties"]["x"]["type"] == "integer"
+
+
+FAST_CASES = Schema("fast", (
+    Field("n", "int", min=-5, max=5, choices=(-1, 0, 1)),
+    Field("f", "float", required=False, min=0, max=1),
+    Field("s", "str", required=False, max=4, choices=("a", "bb")),
+    Field("p", "str", required=False, pattern=r"[a-z]+"),
+    Field("b", "bool", required=False),
+    Field("l", "list", required=False, max=3, items=Field("x", "float", max=10)),
+    Field("m", "map", required=False, nullable=True,
+          schema=Schema("inner", (Field("x", "int"), Field("y", "str", required=False)))),
+    Field("free", "map", required=False),
+    Field("blob", "bin", required=False, max=2),
+))
+
+
+@given(st.dictionaries(st.sampled_from([f.name for f in FAST_CASES.fields] + ["extra"]),
+                       json_values, max_size=10))
+def test_fast_path_agrees_with_the_precise_path(data: dict[str, Any]) -> None:
+    """The compiled fast path either declines or returns exactly what the precise
+    checks return; it can never accept what they refuse."""
+    fast = FAST_CASES._fast(data)
+    try:
+        precise = FAST_CASES._precise(data, "", False)
+    except SchemaError:
+        assert fast is _MISS
+    else:
+        assert fast is _MISS or fast == precise
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, 2, 1.5, -0.5])
+def test_fast_path_declines_edge_numbers(value: Any) -> None:
+    assert FAST_CASES._fast({"n": 0, "f": value}) is _MISS
+
+
+def test_fast_path_takes_the_common_case() -> None:
+    data = {"n": 1, "f": 0.5, "s": "bb", "l": [1.0, 2.0], "m": {"x": 3}}
+    out = FAST_CASES._fast(data)
+    assert out is not _MISS
+    assert out == FAST_CASES._precise(data, "", False)
