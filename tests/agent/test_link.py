@@ -211,6 +211,7 @@ async def test_spool_is_replayed_after_every_reconnect_until_acked(
 ) -> None:
     minutes = _spooled(tmp_path, 5)
     peer.ack = False  # the server "crashes before committing": no ack
+    began = int(time.time() // 60) * 60
     start(agents, peer, tmp_path)
     first = await peer.wait_for("summary", conn=1, count=5)
     assert [r.frame.body["minute"] for r in first] == minutes
@@ -224,7 +225,8 @@ async def test_spool_is_replayed_after_every_reconnect_until_acked(
     await peer.current.close()
     await peer.wait_for("summary", conn=3, count=5)
     await until(lambda: not list((tmp_path / "spool").glob("*.summary")))
-    assert sorted(set(peer.committed)) == minutes
+    # (the agent's own live minutes may be committed too when a minute ends meanwhile)
+    assert sorted(m for m in set(peer.committed) if m < began) == minutes
 
 
 async def test_sigterm_sends_the_partial_minute_and_bye(peer: AgentPeer,
