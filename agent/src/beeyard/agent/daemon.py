@@ -13,6 +13,7 @@ refusal from the server exits with ``EXIT_REFUSED`` and the reason.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from typing import Any
@@ -44,8 +45,12 @@ def pack_sample(body: dict[str, Any]) -> bytes | None:
     go through ``wire.encode``; once any fails, every later sample is checked
     and none that fails is sent. The server checks every frame regardless.
     """
-    data: bytes = msgpack.packb({"t": "sample", "b": body}, use_bin_type=True)
+    data: bytes = _packer.pack({"t": "sample", "b": body})
     return data if len(data) <= wire.MAX_FRAME else None
+
+
+# One packer for the process: ``msgpack.packb`` builds a new Packer on every call.
+_packer = msgpack.Packer(use_bin_type=True)
 
 
 class Agent:
@@ -118,6 +123,9 @@ class Agent:
             loop.add_signal_handler(sig, self.stop.set)
         if len(self.spool):
             log.info("%d unacknowledged minute summaries in the spool", len(self.spool))
+        # Everything built so far (modules, config, collectors) lives as long as the
+        # process: keep it out of the garbage collector's full passes for good.
+        gc.freeze()
         self._due = loop.time()
         self._timer = loop.call_soon(self._on_tick)
         link = asyncio.create_task(self.link.run(), name="link")

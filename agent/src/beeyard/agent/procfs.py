@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 _CHUNK = 65536
+_WHOLE = 2048  # a shorter read is the whole file (see ProcFile)
 
 
 def read_bytes(path: str | Path) -> bytes | None:
@@ -46,30 +47,37 @@ class ProcFile:
     Saves the path lookup, open and close of every sample: the seven files the
     collectors read each second cost 129 µs this way against 216 µs with
     open/read/close (measured at one read a second). The kernel regenerates a
-    /proc file's content on every read from offset 0; reads continue at the
-    returned offset until end of file, because iterator-backed files return
-    about a page per read (see ``read_bytes``).
+    /proc file's content on every read from offset 0 (sysfs attributes too).
+
+    An iterator-backed file returns about a page per read (see ``read_bytes``),
+    so a read that fills most of a page is followed by more; but a read shorter
+    than ``_WHOLE`` bytes is the whole file, because the kernel stops a read
+    early only when its next record would not fit in its page-sized buffer, and
+    no record of the files read here comes near 2 KiB. That saves the second,
+    empty ``pread`` on every file every second.
     """
 
     def __init__(self, path: str | Path, size: int = _CHUNK) -> None:
         self.path = str(path)
         self._size = size
+        self._whole = min(size, _WHOLE)
         self._fd: int | None = None
 
     def read(self) -> bytes | None:
         """The whole current content, or None when the file cannot be read."""
-        if self._fd is None:
+        fd = self._fd
+        if fd is None:
             try:
-                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 return None
         try:
-            data = os.pread(self._fd, self._size, 0)
-            if not data:
+            data = os.pread(fd, self._size, 0)
+            if len(data) < self._whole:
                 return data
             chunks = [data]
             offset = len(data)
-            while chunk := os.pread(self._fd, self._size, offset):
+            while chunk := os.pread(fd, self._size, offset):
                 chunks.append(chunk)
                 offset += len(chunk)
         except OSError:

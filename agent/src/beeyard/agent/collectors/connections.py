@@ -11,24 +11,27 @@ Both are per network namespace, like everything under /proc/net.
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 
 from beeyard.agent.procfs import ProcFile, read_bytes
 
-_LINE = re.compile(rb"^(TCP6?|UDP6?): inuse (\d+)(?: orphan \d+ tw (\d+))?", re.M)
+# (needle, index into [tcp, udp]); "\nUDP:" so that "UDPLITE:" does not match, and
+# " tw " (TIME-WAIT) appears on the TCP line only
+_NEEDLES = ((b"\nTCP: inuse ", 0), (b"\nTCP6: inuse ", 0), (b" tw ", 0),
+            (b"\nUDP: inuse ", 1), (b"\nUDP6: inuse ", 1))
 
 
 def parse_sockstat(data: bytes) -> dict[str, int]:
-    """{"tcp": n, "udp": n} from sockstat and sockstat6 (concatenated)."""
-    tcp = udp = 0
-    for proto, inuse, tw in _LINE.findall(data):
-        count = int(inuse) + (int(tw) if tw else 0)  # tw appears on the TCP line only
-        if proto.startswith(b"TCP"):
-            tcp += count
-        else:
-            udp += count
-    return {"tcp": tcp, "udp": udp}
+    """{"tcp": n, "udp": n} from sockstat and sockstat6 (concatenated).
+    Five ``find`` calls: cheaper than a multi-line regular expression."""
+    data = b"\n" + data
+    counts = [0, 0]
+    for needle, which in _NEEDLES:
+        start = data.find(needle)
+        if start >= 0:
+            start += len(needle)
+            counts[which] += int(data[start:start + 24].split(None, 1)[0])
+    return {"tcp": counts[0], "udp": counts[1]}
 
 
 def count_lines(*paths: str) -> int:

@@ -24,15 +24,20 @@ class Counters:
 
     def update(self, now: float, current: dict[str, tuple[float, ...]]) -> dict[str, list[float]]:
         """Rates per name (each counter of the tuple), then remember ``current``.
-        A name seen for the first time has zero rates."""
+        A name seen for the first time has zero rates.
+
+        ``rate`` is inlined: a function call per counter is most of the cost
+        of this loop, and the agent runs it cold once a second."""
         seconds = 0.0 if self._at is None else now - self._at
+        previous = self._previous
         out: dict[str, list[float]] = {}
         for name, values in current.items():
-            before = self._previous.get(name)
-            if before is None or len(before) != len(values):
+            before = previous.get(name)
+            if before is None or len(before) != len(values) or seconds <= 0:
                 out[name] = [0.0] * len(values)
             else:
-                out[name] = [rate(b, v, seconds) for b, v in zip(before, values, strict=True)]
+                out[name] = [(v - b) / seconds if v >= b else 0.0
+                             for b, v in zip(before, values, strict=True)]
         self._previous = current
         self._at = now
         return out

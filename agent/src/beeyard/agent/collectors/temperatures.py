@@ -4,8 +4,9 @@ psutil.sensors_temperatures walks and globs the whole of /sys/class/hwmon on
 every call (130 µs here on a machine with no sensors at all, far more with
 many). The sensors of a host do not change while it runs, so this collector
 finds their files once (and again every ten minutes) and then only reads the
-``temp*_input`` values each sample. A host without sensors (most VMs) yields
-an empty list, which is not an error.
+``temp*_input`` values each sample, each from a file kept open (``ProcFile``:
+sysfs, like /proc, regenerates an attribute on a read from offset 0). A host
+without sensors (most VMs) yields an empty list, which is not an error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import glob
 import os
 from typing import Any, ClassVar, NamedTuple
 
-from beeyard.agent.procfs import read_text
+from beeyard.agent.procfs import ProcFile, read_text
 
 _REDISCOVER = 600.0
 
@@ -48,10 +49,10 @@ def discover(root: str = "/sys/class") -> list[Sensor]:
     return sensors
 
 
-def read_celsius(path: str) -> float | None:
-    text = _read_line(path)
+def celsius(data: bytes | None) -> float | None:
+    """Degrees from a millidegree reading such as b"45000\\n"."""
     try:
-        value = int(text) / 1000.0
+        value = int(data or b"") / 1000.0
     except ValueError:
         return None  # some sensors answer EIO or garbage while idle
     return value if -273.15 <= value <= 1000 else None
@@ -63,20 +64,27 @@ class TemperatureCollector:
 
     def __init__(self, root: str = "/sys/class") -> None:
         self._root = root
-        self._sensors: list[Sensor] = []
+        self._sensors: list[tuple[str, ProcFile]] = []
         self._found_at = float("-inf")
+
+    def _discover(self) -> None:
+        for _, old in self._sensors:
+            old.close()
+        self._sensors = [(s.label, ProcFile(s.path, size=64))
+                         for s in discover(self._root)[:256]]
 
     def collect(self, metrics: dict[str, Any], now: float) -> None:
         if now - self._found_at >= _REDISCOVER:
-            self._sensors = discover(self._root)[:256]
+            self._discover()
             self._found_at = now
         rows = []
         hottest: float | None = None
-        for sensor in self._sensors:
-            value = read_celsius(sensor.path)
+        for label, file in self._sensors:
+            value = celsius(file.read())
             if value is not None:
-                rows.append({"label": sensor.label, "celsius": value})
-                hottest = value if hottest is None else max(hottest, value)
+                rows.append({"label": label, "celsius": value})
+                if hottest is None or value > hottest:
+                    hottest = value
         metrics["temperatures"] = rows
         if hottest is not None:
             metrics["_temperature_max"] = hottest
