@@ -13,9 +13,10 @@ Lifecycle of one connection (a *session*):
    ``ping`` every heartbeat interval. Every received frame goes through
    ``wire.decode``; a bad one is logged (rate-limited) and ignored.
    No frame for three heartbeat intervals means the link is dead.
-   The pings and the dead-link check share one timer (``_beat``) rather than
-   a task and a timeout per received frame: at one sample a second the agent
-   runs cold, and each wake-up and each timer set and cancelled costs.
+   The pings and the dead-link check are one function (``_beat``), run after
+   each live sample is sent and, as a fallback, by one timer — not a task and
+   a timeout per received frame: at one sample a second the agent runs cold,
+   and every extra wake-up of the process costs about as much as a sample.
 4. On any loss: reconnect after a backoff delay (``backoff``), reset only
    after a link that stayed up for ``STABLE_LINK`` seconds.
 
@@ -102,6 +103,10 @@ class Link:
         self._bad_frames = _Throttled()
         self._ssl: ssl.SSLContext | None = None
         self._closing = False
+        # the current session's clock (see _beat)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lost: asyncio.Future[None] | None = None  # fails when the session is over
+        self._heartbeat = 5.0
         self._last_rx = 0.0  # loop time of the last frame received on this session
         self._next_ping = 0.0
         self._beat_timer: asyncio.TimerHandle | None = None
@@ -118,6 +123,8 @@ class Link:
             ws.send_nowait(data)  # raises when closed
         except websocket.WebSocketError:
             return False
+        if self._loop is not None and self._loop.time() >= self._next_ping:
+            self._beat(fallback=False)  # the ping rides on this sample's wake-up
         return True
 
     async def shutdown(self, final_minute: int | None) -> None:
@@ -265,11 +272,13 @@ class Link:
         raise LinkLost(message)
 
     async def _session(self, ws: websocket.WebSocket, heartbeat: float) -> None:
-        loop = asyncio.get_running_loop()
-        lost: asyncio.Future[None] = loop.create_future()  # the beat's verdict: dead link
-        self._last_rx = now = loop.time()
-        self._next_ping = now + heartbeat
-        self._beat_timer = loop.call_at(self._next_ping, self._beat, ws, heartbeat, lost)
+        loop = self._loop = asyncio.get_running_loop()
+        lost: asyncio.Future[None] = loop.create_future()
+        self._lost = lost
+        self._heartbeat = heartbeat
+        self._last_rx = loop.time()
+        self._next_ping = self._last_rx + heartbeat
+        self._arm()
         tasks = [
             asyncio.create_task(self._receive(ws), name="receive"),
             asyncio.create_task(self._replay(ws), name="replay"),
@@ -277,7 +286,9 @@ class Link:
         try:
             done, _ = await asyncio.wait([*tasks, lost], return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            self._beat_timer.cancel()
+            if self._beat_timer is not None:
+                self._beat_timer.cancel()
+            self._lost = self._beat_timer = None
             if not lost.done():
                 lost.cancel()
             for task in tasks:
@@ -289,30 +300,46 @@ class Link:
                 raise exc
         raise LinkLost("session ended")  # pragma: no cover - the tasks only end by raising
 
-    def _beat(self, ws: websocket.WebSocket, heartbeat: float,
-              lost: asyncio.Future[None]) -> None:
-        """The session's clock: a ``ping`` every heartbeat, and the link declared dead
-        when no frame arrived for ``DEAD_AFTER`` heartbeats. Runs again at whichever
-        of the two is due first."""
-        if lost.done():
+    def _arm(self) -> None:
+        """(Re)set the fallback timer: ``_beat`` runs from ``send_live`` when a ping is
+        due, so while samples flow (more often than heartbeats) this timer, set a
+        little later, never fires; it serves long intervals, a failing sampler and
+        the dead-link check."""
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+        assert self._loop is not None
+        heartbeat, interval = self._heartbeat, self.config.interval
+        # a sample is sent within an interval after the ping falls due; with samples
+        # a heartbeat or more apart, the timer alone keeps the pings on time
+        slack = 1.5 * interval if interval < heartbeat else 0.0
+        due = min(self._next_ping + slack, self._last_rx + DEAD_AFTER * heartbeat)
+        self._beat_timer = self._loop.call_at(due, self._beat)
+
+    def _beat(self, fallback: bool = True) -> None:
+        """A ``ping`` every heartbeat, and the session declared lost when no frame
+        arrived for ``DEAD_AFTER`` heartbeats."""
+        lost, ws, loop = self._lost, self.ws, self._loop
+        if lost is None or lost.done() or loop is None:
             return
-        loop = asyncio.get_running_loop()
         now = loop.time()
-        dead_after = DEAD_AFTER * heartbeat
+        dead_after = DEAD_AFTER * self._heartbeat
         if now - self._last_rx >= dead_after:
             lost.set_exception(LinkLost(f"no frame from the server for {dead_after:g} s"))
             return
         if now >= self._next_ping:
-            self._next_ping += heartbeat
+            self._next_ping += self._heartbeat
             if self._next_ping <= now:  # the loop was stalled: no burst of pings
-                self._next_ping = now + heartbeat
+                self._next_ping = now + self._heartbeat
             try:
+                if ws is None:
+                    raise websocket.WebSocketError("no connection")
                 ws.send_nowait(_pack_unchecked("ping", {"ts": time.time()}))
             except websocket.WebSocketError as exc:
                 lost.set_exception(LinkLost(str(exc)))
                 return
-        self._beat_timer = loop.call_at(min(self._next_ping, self._last_rx + dead_after),
-                                        self._beat, ws, heartbeat, lost)
+            fallback = True  # the ping moved: move the timer with it
+        if fallback:
+            self._arm()
 
     async def _receive(self, ws: websocket.WebSocket) -> None:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import KeysView
 from typing import Any, ClassVar
 
 from beeyard.agent.collectors.rates import Counters
@@ -55,20 +56,23 @@ class NetworkCollector:
         self._counters = Counters()
         self._last: dict[str, tuple[float, ...]] = self._read(time.monotonic())[0]
 
-    def _classify(self, names: frozenset[str]) -> None:
+    def _classify(self, names: KeysView[str]) -> None:
+        """Which interfaces are physical: looked up in /sys only when the set of
+        names changes (a dict's keys compare with a set without building one)."""
         if names == self._known:
             return
+        known = frozenset(names)
         physical = frozenset(
-            n for n in names if not os.path.exists(os.path.join(self._virtual_dir, n))
+            n for n in known if not os.path.exists(os.path.join(self._virtual_dir, n))
         )
-        self._known, self._physical = names, physical or names
+        self._known, self._physical = known, physical or known
 
     def _read(self, now: float) -> tuple[dict[str, tuple[float, ...]], dict[str, list[float]]]:
         data = self._file.read()
         if data is None:
             raise OSError(f"cannot read {self._file.path}")
         counters = parse_net_dev(data)
-        self._classify(frozenset(counters))
+        self._classify(counters.keys())
         rates = self._counters.update(now, counters)
         return counters, rates
 
