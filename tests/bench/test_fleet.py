@@ -37,6 +37,7 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import json
 import multiprocessing
 import os
 import resource
@@ -292,12 +293,15 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
                         now = time.time()
-                        data = msg.data
-                        if start.is_set() and data.startswith('{"type":"sample"'):
-                            k = data.find('"ts":')  # parse only what we need, cheaply
-                            lat.append(now - float(data[k + 5:data.find(",", k)]))
-                        else:
+                        data = json.loads(msg.data)
+                        if isinstance(data, dict):  # the snapshot
                             other += 1
+                            continue
+                        for event in data:  # a batch of changes
+                            if start.is_set() and event["type"] == "sample":
+                                lat.append(now - event["ts"])
+                            else:
+                                other += 1
                     closes.append(f"{ws.close_code} {ws.exception()!r}")
 
     async def until_stopped() -> None:
@@ -402,12 +406,17 @@ async def simulate(server: Any, pg: EmbeddedPostgres, n: int, cookie: str) -> di
     measuring = False
     window_end = float("inf")
     timeline: list[tuple[float, float, float, float, int]] = []  # t, server, pg, self, samples
-    postmaster = postmaster_pid(server.data_dir)  # and its backends, as they are now
-    pg_pids = [] if postmaster is None else [postmaster] + [
-        p.pid for p in psutil.Process(postmaster).children(recursive=True)]
+    postmaster = postmaster_pid(server.data_dir)
+    assert postmaster is not None, "the embedded PostgreSQL's postmaster.pid is missing"
+
+    def pg_pids() -> list[int]:
+        """The postmaster and its backends as they are now (backends come and go)."""
+        with contextlib.suppress(psutil.Error):
+            return [postmaster] + [p.pid for p in psutil.Process(postmaster).children()]
+        return []
 
     def snap() -> tuple[float, float, float, float, int]:
-        return (time.time(), cpu_seconds([server.pid]), cpu_seconds(pg_pids),
+        return (time.time(), cpu_seconds([server.pid]), cpu_seconds(pg_pids()),
                 cpu_seconds([os.getpid()]), stats.samples)
 
     async def ticker() -> None:

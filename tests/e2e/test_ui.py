@@ -370,6 +370,9 @@ async def test_fleet_live_detail_and_enrollment_with_a_real_agent(
         for col in ("memory", "disk"):
             assert (await row.locator(f"td.col-{col}").text_content() or "").endswith("%")
         assert (await row.locator("td.col-rx").text_content() or "").endswith("/s")
+        for col in ("load", "uptime"):  # from summary values and host facts
+            assert any(c.isdigit() for c in await row.locator(f"td.col-{col}").text_content()
+                       or "")
         assert await page.text_content("#link-state") == "live"
         await ui.screenshot("fleet")
 
@@ -384,6 +387,9 @@ async def test_fleet_live_detail_and_enrollment_with_a_real_agent(
         await row.locator("a.server-link").click()
         await page.wait_for_selector("#host-facts")
         assert "e2e-host" in (await page.text_content("h1") or "")
+        await page.wait_for_function(  # full metrics come on the server's own stream
+            "() => [...document.querySelectorAll('#host-facts dd')]"
+            ".some((d) => / of /.test(d.textContent))")
         for grid in ("live", "history"):
             await page.wait_for_function(
                 f"() => document.querySelectorAll('#{grid}-charts .uplot canvas').length === 4")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from typing import Any
 
 import aiohttp
@@ -31,10 +32,22 @@ async def _key(api: Api, scope: str = "read") -> str:
     return body["data"]["key"]  # type: ignore[no-any-return]
 
 
+_PENDING: weakref.WeakKeyDictionary[Any, list[dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+
 async def _receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
-    msg = await asyncio.wait_for(ws.receive(), 5)
-    assert msg.type == aiohttp.WSMsgType.TEXT, msg
-    return json.loads(msg.data)  # type: ignore[no-any-return]
+    """The next event: the snapshot is a frame of its own, later frames are arrays."""
+    pending = _PENDING.setdefault(ws, [])
+    if not pending:
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        data = json.loads(msg.data)
+        if isinstance(data, dict):
+            assert data["type"] == "snapshot", data
+            return data  # type: ignore[no-any-return]
+        assert isinstance(data, list) and data, data
+        pending.extend(data)
+    return pending.pop(0)
 
 
 async def _snapshot_then_sample(
@@ -50,7 +63,8 @@ async def _snapshot_then_sample(
     online = await _receive(ws)
     assert online["type"] == "online" and online["server_id"] == server
     sample = await _receive(ws)
-    assert sample["type"] == "sample" and sample["metrics"]["cpu"] == 77.0
+    assert sample["type"] == "sample" and sample["values"]["cpu"] == 77.0
+    assert "metrics" not in sample  # the fleet-wide stream carries summary values only
 
 
 async def test_websocket_with_a_cookie_from_our_origin(
@@ -164,7 +178,7 @@ async def test_server_sent_events(api: Api, client: Client, db: asyncpg.Connecti
         live.record_sample(server, time.time(), metrics(cpu=33.0))
         live.server_updated(server, {"name": "renamed"})
         (n1, sample), (n2, updated) = await _sse_events(resp, 2)
-        assert n1 == "sample" and sample["metrics"]["cpu"] == 33.0
+        assert n1 == "sample" and sample["values"]["cpu"] == 33.0
         assert n2 == "server_updated" and updated["fields"] == {"name": "renamed"}
 
 
@@ -213,7 +227,7 @@ async def test_end_to_end_through_the_agent_link(
         while not any(e["type"] == "sample" for e in seen):
             seen.append(await _receive(browser))
         assert seen[0]["type"] == "online"
-        assert seen[-1]["server_id"] == server_id and seen[-1]["metrics"]["cpu"] == 61.0
+        assert seen[-1]["server_id"] == server_id and seen[-1]["values"]["cpu"] == 61.0
 
         minute = int(now // 60) * 60 - 120
         await agent.send("summary", summary(minute, cpu=44.0))
@@ -268,9 +282,71 @@ async def test_a_revoked_credential_ends_open_streams(
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
 
 
-def test_events_are_encoded_once() -> None:
-    event = {"type": "sample", "server_id": 1, "ts": 1.5, "metrics": {"cpu": 1.0}}
-    text = live_api.encode(event)
-    assert json.loads(text) == event
-    assert live_api.encode(event) is text
-    assert live_api.encode(dict(event)) == text  # an equal but other event: encoded afresh
+def test_events_are_encoded_once_per_form() -> None:
+    event = {"type": "sample", "server_id": 1, "ts": 1.5, "metrics": {"cpu": 1.0},
+             "values": {"cpu": 1.0}}
+    full = live_api.encode(event, True)
+    assert json.loads(full) == event
+    assert live_api.encode(event, True) is full
+    assert live_api.encode(dict(event), True) == full  # an equal but other event: afresh
+    brief = live_api.encode(event, False)
+    assert json.loads(brief) == {k: v for k, v in event.items() if k != "metrics"}
+    assert live_api.encode(event, False) is brief
+
+
+async def test_changes_come_in_batches_in_order(
+    api: Api, client: Client, db: asyncpg.Connection
+) -> None:
+    """Changes published while a frame is on its way go out together in the next one:
+    far fewer frames than changes, none lost, order kept."""
+    await api.login()
+    server = await add_server(db, "web-1")
+    live = client.server.app[context.LIVE]
+    origin = f"http://{client.host}:{client.port}"
+    async with client.ws_connect("/api/ws/servers", headers={"Origin": origin}) as ws:
+        assert (await _receive(ws))["type"] == "snapshot"
+        for i in range(200):
+            live.record_sample(server, 1e9 + i, metrics(cpu=float(i % 100)))
+        frames: list[list[dict[str, Any]]] = []
+        while sum(len(f) for f in frames) < 200:
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            assert msg.type == aiohttp.WSMsgType.TEXT
+            frames.append(json.loads(msg.data))
+        assert len(frames) < 20
+        events = [e for f in frames for e in f]
+        assert [e["ts"] for e in events] == [1e9 + i for i in range(200)]
+
+
+async def test_watching_one_server(api: Api, client: Client, db: asyncpg.Connection) -> None:
+    """``?server_id=`` gives that server's snapshot and events only, with full metrics."""
+    await api.login()
+    watched = await add_server(db, "web-1")
+    other = await add_server(db, "web-2")
+    live = client.server.app[context.LIVE]
+    origin = f"http://{client.host}:{client.port}"
+    async with client.ws_connect(f"/api/ws/servers?server_id={watched}",
+                                 headers={"Origin": origin}) as ws, \
+            client.get(f"/api/stream?server_id={watched}") as sse:
+        snap = await _receive(ws)
+        assert [s["id"] for s in snap["servers"]] == [watched]
+        ((name, sse_snap),) = await _sse_events(sse, 1)
+        assert [s["id"] for s in sse_snap["servers"]] == [watched]
+        live.record_sample(other, time.time(), metrics(cpu=5.0))
+        live.server_updated(other, {"name": "elsewhere"})
+        live.record_sample(watched, time.time(), metrics(cpu=66.0))
+        event = await _receive(ws)
+        assert event["server_id"] == watched and event["type"] == "sample"
+        assert event["metrics"]["cpu"] == 66.0 and event["values"]["cpu"] == 66.0
+        assert event["metrics"]["memory"]["total"] > 0
+        ((name, sse_event),) = await _sse_events(sse, 1)
+        assert name == "sample" and sse_event == event
+    assert live.subscriber_count == 0
+    status, body = await api.get("/api/stream?server_id=999999")
+    assert status == 404 and "999999" in body["error"]
+    status, body = await api.get("/api/stream?server_id=web-1")
+    assert status == 422 and "server_id" in body["error"]
+    for query, code in (("999999", 404), ("web-1", 422)):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(f"/api/ws/servers?server_id={query}",
+                                    headers={"Origin": origin})
+        assert refused.value.status == code

@@ -151,6 +151,9 @@ FAST_CASES = Schema("fast", (
           schema=Schema("inner", (Field("x", "int"), Field("y", "str", required=False)))),
     Field("free", "map", required=False),
     Field("blob", "bin", required=False, max=2),
+    Field("rows", "list", required=False, max=3, items=Field("row", "map", max=2, schema=Schema(
+        "row", (Field("k", "str"), Field("v", "float", required=False, nullable=True))))),
+    Field("maybe", "list", required=False, items=Field("x", "int", nullable=True, min=0)),
 ))
 
 
@@ -174,7 +177,27 @@ def test_fast_path_declines_edge_numbers(value: Any) -> None:
 
 
 def test_fast_path_takes_the_common_case() -> None:
-    data = {"n": 1, "f": 0.5, "s": "bb", "l": [1.0, 2.0], "m": {"x": 3}}
+    data = {"n": 1, "f": 0.5, "s": "bb", "l": [1.0, 2.0], "m": {"x": 3},
+            "rows": [{"k": "a", "v": 1.5}, {"k": "b", "v": None}], "maybe": [1, None, 2]}
     out = FAST_CASES._fast(data)
     assert out is not _MISS
     assert out == FAST_CASES._precise(data, "", False)
+
+
+_rows = st.lists(st.fixed_dictionaries(
+    {"k": st.text(max_size=3)}, optional={"v": st.none() | st.floats() | st.integers(),
+                                          "z": json_values}), max_size=4)
+
+
+@given(st.fixed_dictionaries({"n": st.sampled_from([0, 1, 2])}, optional={
+    "rows": _rows, "maybe": st.lists(st.none() | st.integers(min_value=-2), max_size=4),
+    "l": st.lists(st.floats() | st.integers(), max_size=4)}))
+def test_fast_path_agrees_on_lists_of_maps_and_nullable_items(data: dict[str, Any]) -> None:
+    """Nearly valid nested data, where the generated list and map code does the work."""
+    fast = FAST_CASES._fast(data)
+    try:
+        precise = FAST_CASES._precise(data, "", False)
+    except SchemaError:
+        assert fast is _MISS
+    else:
+        assert fast is _MISS or fast == precise

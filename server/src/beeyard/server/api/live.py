@@ -32,13 +32,14 @@ from urllib.parse import urlsplit
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from beeyard.server import context
-from beeyard.server.api.servers import fleet
+from beeyard.server.api.servers import fleet, one
 from beeyard.server.auth.middleware import resolve
 from beeyard.server.auth.principal import Access, Denied, authorize
 from beeyard.server.http.envelope import ApiError, dumps
 from beeyard.server.http.middleware import API_CSP
 from beeyard.server.http.routing import route
 from beeyard.server.hub.live import Subscription
+from beeyard.shared.schema import Field, Schema
 
 log = logging.getLogger("beeyard.server.live")
 
@@ -71,27 +72,46 @@ def check_origin(request: web.Request) -> None:
         raise ApiError(403, "cross-origin WebSocket refused: Origin does not match Host")
 
 
+STREAM_QUERY = Schema("LiveStreamQuery", (
+    Field("server_id", "int", required=False, min=1, max=2**53,
+          doc="only this server's events, with each sample's full metrics; without it, "
+              "the whole fleet, samples carrying only their summary values"),
+))
+
+
+def _watched(request: web.Request) -> int | None:
+    server_id: int | None = context.query(request)["server_id"]
+    return server_id
+
+
 async def snapshot(request: web.Request) -> dict[str, Any]:
-    return {"type": "snapshot", "servers": await fleet(request)}
+    """The stream's first message: the fleet, or the one server it watches (404 if none)."""
+    server_id = _watched(request)
+    servers = await fleet(request) if server_id is None else [await one(request, server_id)]
+    return {"type": "snapshot", "servers": servers}
 
 
 @route("GET", "/api/ws/servers", Access.VIEWER, "live.ws", tags=("live",),
-       status=101, extra_statuses=(426,))
+       query=STREAM_QUERY, status=101, extra_statuses=(404, 426))
 async def ws_servers(request: web.Request) -> web.StreamResponse:
     """Live fleet updates over WebSocket: a snapshot, then every change.
 
     The first text frame is ``{"type": "snapshot", "servers": [...]}`` (as ``GET
-    /api/servers``); then one JSON frame per change: ``sample`` (``server_id``,
-    ``ts``, ``metrics``), ``online``, ``offline``, ``server_updated``
-    (``fields``), ``server_removed``. A client that falls too far behind is closed
-    with code 4008 and should reconnect. Cookie sessions must come from this
-    server's own origin.
+    /api/servers``). Every later frame is a JSON **array** of the changes since the
+    previous frame, oldest first (one frame per batch, not per change: at 10,000
+    agents a frame per change would cost the server more than the agents do):
+    ``sample`` (``server_id``, ``ts``, ``values``, and ``metrics`` when watching one
+    server), ``online``, ``offline``, ``server_updated`` (``fields``),
+    ``server_removed``. ``?server_id=`` watches one server. A client that falls too
+    far behind is closed with code 4008 and should reconnect. Cookie sessions must
+    come from this server's own origin.
     """
     check_origin(request)
     ws = web.WebSocketResponse(heartbeat=KEEPALIVE, max_msg_size=4096)
     if not ws.can_prepare(request).ok:
         raise ApiError(426, "this endpoint needs a WebSocket upgrade",
                        headers={"Upgrade": "websocket"})
+    full = _watched(request) is not None
     with _stream(request) as sub:
         first = dumps(await snapshot(request))
         await ws.prepare(request)
@@ -123,8 +143,9 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
                 if sub.dropped:
                     await ws.close(code=SLOW_CLOSE, message=b"too slow; reconnect")
                     break
-                for event in events:
-                    await _send(ws.send_str, encode(event))
+                if events:
+                    await _send(ws.send_str,
+                                "[" + ",".join([encode(e, full) for e in events]) + "]")
         except (TimeoutError, ConnectionResetError):
             pass  # a stuck or vanished client: drop it
         finally:
@@ -148,16 +169,20 @@ async def _send(send: Any, text: str | bytes) -> None:
         await send(text)
 
 
-@route("GET", "/api/stream", Access.VIEWER, "live.sse", tags=("live",))
+@route("GET", "/api/stream", Access.VIEWER, "live.sse", tags=("live",), query=STREAM_QUERY,
+       extra_statuses=(404,))
 async def sse(request: web.Request) -> web.StreamResponse:
     """Live fleet updates as Server-Sent Events: a snapshot, then every change.
 
     ``text/event-stream``: first an ``event: snapshot`` whose data is ``{"type":
     "snapshot", "servers": [...]}``, then one event per change named by its type
-    (``sample``, ``online``, ``offline``, ``server_updated``, ``server_removed``),
-    with a comment line every 15 s while idle. A client that falls too far behind
-    gets ``event: dropped`` and the stream ends; reconnect for a fresh snapshot.
+    (``sample``, ``online``, ``offline``, ``server_updated``, ``server_removed``;
+    the same objects as the WebSocket's), with a comment line every 15 s while
+    idle. ``?server_id=`` watches one server (samples with full metrics). A client
+    that falls too far behind gets ``event: dropped`` and the stream ends;
+    reconnect for a fresh snapshot.
     """
+    full = _watched(request) is not None
     with _stream(request) as sub:
         first = await snapshot(request)
         resp = web.StreamResponse(headers={
@@ -192,7 +217,8 @@ async def sse(request: web.Request) -> web.StreamResponse:
                     await _send(resp.write, _event("dropped", '{"type":"dropped"}'))
                     break
                 if events:
-                    await _send(resp.write, b"".join(_event(e["type"], encode(e)) for e in events))
+                    await _send(resp.write, b"".join(
+                        _event(e["type"], encode(e, full)) for e in events))
                     written = loop.time()
         except (TimeoutError, ConnectionResetError):
             pass  # a stuck or vanished client: drop it
@@ -211,7 +237,7 @@ _OPEN: dict[int, set[Subscription]] = {}
 
 @contextlib.contextmanager
 def _stream(request: web.Request) -> Iterator[Subscription]:
-    with request.app[context.LIVE].subscribe(BUFFER) as sub:
+    with request.app[context.LIVE].subscribe(BUFFER, _watched(request)) as sub:
         streams = _OPEN.setdefault(id(request.app), set())
         streams.add(sub)
         try:
@@ -230,19 +256,24 @@ def _event(name: str, data: str) -> bytes:
     return f"event: {name}\ndata: {data}\n\n".encode()
 
 
-# The same event goes to every client: encode it once. Entries hold the event itself,
-# so its id() cannot be reused by another object while it is cached.
-_ENCODED: collections.OrderedDict[int, tuple[dict[str, Any], str]] = collections.OrderedDict()
-_ENCODED_MAX = 8192
+# The same event goes to every client: encode it once per form. Entries hold the event
+# itself, so its id() cannot be reused by another object while it is cached.
+_ENCODED: collections.OrderedDict[tuple[int, bool], tuple[dict[str, Any], str]] = (
+    collections.OrderedDict())
+_ENCODED_MAX = 16384
 
 
-def encode(event: dict[str, Any]) -> str:
-    """``event`` as JSON, computed once however many clients receive it."""
-    key = id(event)
+def encode(event: dict[str, Any], full: bool) -> str:
+    """``event`` as JSON, computed once however many clients receive it. The fleet-wide
+    form leaves out a sample's ``metrics`` (~1.3 KB; the overview shows the summary
+    ``values``); ``full`` (a client watching one server) keeps them."""
+    key = (id(event), full)
     hit = _ENCODED.get(key)
     if hit is not None and hit[0] is event:
         return hit[1]
-    text = dumps(event)
+    shown = event if full or "metrics" not in event else {
+        k: v for k, v in event.items() if k != "metrics"}
+    text = dumps(shown)
     _ENCODED[key] = (event, text)
     if len(_ENCODED) > _ENCODED_MAX:
         _ENCODED.popitem(last=False)

@@ -106,15 +106,14 @@ def _plan(request: web.Request, tier: str | None = None) -> history.Plan:
 
 def _ring(
     request: web.Request, server_id: int, plan: history.Plan
-) -> list[tuple[float, dict[str, Any]]] | None:
+) -> list[tuple[float, dict[str, float]]] | None:
     """The live samples of the window, or None when the ring does not reach back to its
     start (then the minute summaries answer instead)."""
     live = request.app[context.LIVE]
-    samples = live.ring(server_id, plan.start - 1)  # ring() is exclusive; the plan filters
     everything = live.ring(server_id)
     if not history.ring_covers(everything, plan, live.interval(server_id) or 1.0):
         return None
-    return samples
+    return everything  # the plan takes those inside its window
 
 
 def _utc(ts: float) -> dt.datetime:
@@ -157,7 +156,8 @@ async def gpu_records(request: web.Request) -> web.Response:
     plan = _plan(request)
     samples = _ring(request, server_id, plan) if plan.tier == "live" else None
     if samples is not None:
-        points = history.gpu_points(samples, plan)
+        gpus = request.app[context.LIVE].gpu_ring(server_id, plan.start - 1)
+        points = history.gpu_points(gpus, plan)
     else:
         if plan.tier == "live":
             plan = _plan(request, tier="minute")

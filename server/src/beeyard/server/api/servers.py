@@ -21,6 +21,7 @@ from beeyard.server.http.params import path_id
 from beeyard.server.http.routing import route
 from beeyard.server.hub.live import LiveState
 from beeyard.shared.schema import Field, Schema
+from beeyard.shared.summaries import scalars
 
 _ID = Field("id", "int", min=1, max=2**63 - 1)
 _KEEP = 0  # group_id omitted
@@ -54,8 +55,11 @@ _SERVER: dict[str, Any] = {
         "traffic_reset_day": {"type": "integer"},
         "online": {"type": "boolean"},
         "last_seen": {"type": ["string", "null"], "format": "date-time"},
+        "interval": {"type": ["number", "null"],
+                     "description": "seconds between the agent's samples, once it connected"},
         "latest": {"type": ["object", "null"],
-                   "description": "the newest live sample: ts (unix seconds) and metrics"},
+                   "description": "the newest live sample: ts (unix seconds), metrics, and "
+                                  "values (its summary scalars, as in records)"},
     },
 }
 
@@ -74,7 +78,9 @@ def with_live(server: dict[str, Any], live: LiveState) -> dict[str, Any]:
         **server,
         "online": live.online(sid),
         "last_seen": last_seen,
-        "latest": None if latest is None else {"ts": latest[0], "metrics": latest[1]},
+        "interval": live.interval(sid),
+        "latest": None if latest is None else {"ts": latest[0], "metrics": latest[1],
+                                               "values": scalars(latest[1])},
     }
 
 
@@ -90,7 +96,8 @@ async def list_servers(request: web.Request) -> web.Response:
     return ok(await fleet(request))
 
 
-async def _one(request: web.Request, server_id: int) -> dict[str, Any]:
+async def one(request: web.Request, server_id: int) -> dict[str, Any]:
+    """The server's record with its live view, or 404."""
     server = await db.get(context.pool(request), server_id)
     if server is None:
         raise ApiError(404, f"server {server_id} not found")
@@ -101,7 +108,7 @@ async def _one(request: web.Request, server_id: int) -> dict[str, Any]:
        response=_SERVER)
 async def get_server(request: web.Request) -> web.Response:
     """One server, as in the list."""
-    return ok(await _one(request, path_id(request, "server")))
+    return ok(await one(request, path_id(request, "server")))
 
 
 @route("PUT", "/api/servers/{id}", Access.ADMIN, "servers.update", body=UPDATE,

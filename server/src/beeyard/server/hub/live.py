@@ -20,11 +20,13 @@ import asyncio
 import collections
 import math
 import time
+from array import array
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
+from beeyard.shared.frames import SUMMARY_NAMES
+from beeyard.shared.summaries import scalars
 
 RING_SECONDS = 15 * 60.0  # how much history of live samples each server keeps
 DEFAULT_INTERVAL = 1.0  # seconds between samples, until the agent's hello says otherwise
@@ -34,7 +36,8 @@ Event = dict[str, Any]
 """``{"type": "sample"|"online"|"offline"|"server_updated"|"server_removed",
 "server_id": int, ...}``:
 
-- sample: ``ts`` (float, unix time), ``metrics`` (the sample frame's metrics map)
+- sample: ``ts`` (float, unix time), ``metrics`` (the sample frame's metrics map),
+  ``values`` (its ``SUMMARY_NAMES`` scalars: what the fleet overview shows)
 - online: ``last_seen`` (float), ``interval`` (float, seconds between samples)
 - offline: ``last_seen`` (float or None)
 - server_updated: ``fields`` (dict of what changed, e.g. name, host, agent_version)
@@ -42,21 +45,73 @@ Event = dict[str, Any]
 """
 
 
+class Ring:
+    """The last 15 minutes of one server's samples as chart scalars, in two flat arrays.
+
+    Why not the samples themselves: at 10,000 servers and 1 s, 15 minutes is 9 million
+    samples; even msgpack-packed (~1.3 KB each) that is ~11 GB. Live charts, the live
+    tier of the records API and alerting need only the ``SUMMARY_NAMES`` scalars (the
+    same quantities the minute summaries store), which fit in 8 + 18 × 4 bytes a sample:
+    ~72 KB per server at 1 s. float32 keeps 7 significant digits, plenty for a chart;
+    an absent value is NaN.
+    """
+
+    __slots__ = ("_count", "_head", "_ts", "_values", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ts = array("d", bytes(8 * size))
+        self._values = array("f", bytes(4 * size * _WIDTH))
+        self._head = 0  # where the next sample goes
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, ts: float, values: dict[str, float]) -> None:
+        i = self._head
+        self._ts[i] = ts
+        self._values[i * _WIDTH:(i + 1) * _WIDTH] = array("f", [values.get(n, _NAN)
+                                                                 for n in SUMMARY_NAMES])
+        self._head = (i + 1) % self.size
+        self._count = min(self._count + 1, self.size)
+
+    def _order(self) -> range:
+        return range(self._head - self._count, self._head)
+
+    def items(self, since: float | None = None) -> list[tuple[float, dict[str, float]]]:
+        """``(ts, {name: value})`` oldest first, only those with ts > ``since``."""
+        out = []
+        for j in self._order():
+            i = j % self.size
+            ts = self._ts[i]
+            if since is not None and ts <= since:
+                continue
+            row = self._values[i * _WIDTH:(i + 1) * _WIDTH]
+            out.append((ts, {n: v for n, v in zip(SUMMARY_NAMES, row, strict=True)
+                             if v == v}))  # NaN != NaN: absent
+        return out
+
+    def resized(self, size: int) -> Ring:
+        ring = Ring(size)
+        for ts, values in self.items():
+            ring.append(ts, values)
+        return ring
+
+
 @dataclass
 class _Server:
-    # The ring holds each sample msgpack-packed (~1.2 KB for a typical host) rather than
-    # as decoded Python objects (~6 KB): 15 minutes at 1 s is ~1 MB per server instead of
-    # ~5 MB. Readers get decoded copies; the newest sample is also kept decoded.
-    ring: collections.deque[tuple[float, bytes]]
+    ring: Ring
+    # GPU details (per card) for the gpu-records live tier: only hosts with GPUs fill it.
+    gpus: collections.deque[tuple[float, list[dict[str, Any]]]]
     latest: tuple[float, dict[str, Any]] | None = None
     interval: float = DEFAULT_INTERVAL
     online: bool = False
     last_seen: float | None = None
 
 
-def _unpack(packed: bytes) -> dict[str, Any]:
-    metrics: dict[str, Any] = msgpack.unpackb(packed, raw=False)
-    return metrics
+_WIDTH = len(SUMMARY_NAMES)
+_NAN = float("nan")
 
 
 def _ring_length(interval: float) -> int:
@@ -71,8 +126,9 @@ class Subscription:
     ends after ``close()``. Use as a context manager so it is always removed.
     """
 
-    def __init__(self, state: LiveState, maxsize: int) -> None:
+    def __init__(self, state: LiveState, maxsize: int, server_id: int | None = None) -> None:
         self._state = state
+        self.server_id = server_id  # None: the whole fleet
         self._buffer: collections.deque[Event] = collections.deque(maxlen=maxsize)
         self._ready = asyncio.Event()
         self._closed = False
@@ -120,7 +176,7 @@ class Subscription:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._state._subscribers.discard(self)
+            self._state._unsubscribe(self)
             self._ready.set()
 
     def __enter__(self) -> Subscription:
@@ -137,6 +193,7 @@ class LiveState:
 
     _servers: dict[int, _Server] = field(default_factory=dict)
     _subscribers: set[Subscription] = field(default_factory=set)
+    _watchers: dict[int, set[Subscription]] = field(default_factory=dict)  # by server id
     # Called with the server id by ``remove``: the agent hub closes the deleted server's link.
     on_remove: list[Callable[[int], None]] = field(default_factory=list)
 
@@ -149,12 +206,19 @@ class LiveState:
 
     def ring(
         self, server_id: int, since: float | None = None
-    ) -> list[tuple[float, dict[str, Any]]]:
-        """Samples of the last 15 minutes, oldest first; only those with ts > ``since``."""
+    ) -> list[tuple[float, dict[str, float]]]:
+        """The scalars of the last 15 minutes' samples, oldest first; only ts > ``since``."""
+        s = self._servers.get(server_id)
+        return [] if s is None else s.ring.items(since)
+
+    def gpu_ring(
+        self, server_id: int, since: float | None = None
+    ) -> list[tuple[float, list[dict[str, Any]]]]:
+        """Per-GPU readings of the last 15 minutes' samples that had GPUs, oldest first."""
         s = self._servers.get(server_id)
         if s is None:
             return []
-        return [(ts, _unpack(packed)) for ts, packed in s.ring if since is None or ts > since]
+        return [(ts, g) for ts, g in s.gpus if since is None or ts > since]
 
     def online(self, server_id: int) -> bool:
         s = self._servers.get(server_id)
@@ -191,36 +255,57 @@ class LiveState:
 
     # -- subscribing -----------------------------------------------------------
 
-    def subscribe(self, maxsize: int = SUBSCRIBER_BUFFER) -> Subscription:
-        sub = Subscription(self, maxsize)
-        self._subscribers.add(sub)
+    def subscribe(
+        self, maxsize: int = SUBSCRIBER_BUFFER, server_id: int | None = None
+    ) -> Subscription:
+        """Events of the whole fleet, or with ``server_id`` of that server only (a
+        server's page: it costs nothing when the other 9,999 servers report)."""
+        sub = Subscription(self, maxsize, server_id)
+        if server_id is None:
+            self._subscribers.add(sub)
+        else:
+            self._watchers.setdefault(server_id, set()).add(sub)
         return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub.server_id is None:
+            self._subscribers.discard(sub)
+            return
+        watchers = self._watchers.get(sub.server_id)
+        if watchers is not None:
+            watchers.discard(sub)
+            if not watchers:
+                del self._watchers[sub.server_id]
 
     @property
     def subscriber_count(self) -> int:
-        return len(self._subscribers)
+        return len(self._subscribers) + sum(len(w) for w in self._watchers.values())
 
     def publish(self, event: Event) -> None:
-        """Hand ``event`` to every subscriber. Never awaits, never blocks."""
+        """Hand ``event`` to every subscriber it concerns. Never awaits, never blocks."""
         for sub in self._subscribers:
             sub._push(event)
+        watchers = self._watchers.get(event["server_id"])
+        if watchers:
+            for sub in watchers:
+                sub._push(event)
 
     # -- writing (the agent hub; server_updated/removed also from the REST API) --
 
     def _server(self, server_id: int) -> _Server:
         s = self._servers.get(server_id)
         if s is None:
-            ring: collections.deque[tuple[float, bytes]] = collections.deque(
-                maxlen=_ring_length(DEFAULT_INTERVAL)
-            )
-            s = self._servers[server_id] = _Server(ring)
+            size = _ring_length(DEFAULT_INTERVAL)
+            s = self._servers[server_id] = _Server(Ring(size), collections.deque(maxlen=size))
         return s
 
     def mark_online(self, server_id: int, interval: float = DEFAULT_INTERVAL) -> None:
         s = self._server(server_id)
-        if s.interval != interval or s.ring.maxlen != _ring_length(interval):
+        size = _ring_length(interval)
+        if s.interval != interval or s.ring.size != size:
             s.interval = interval
-            s.ring = collections.deque(s.ring, maxlen=_ring_length(interval))
+            s.ring = s.ring.resized(size)
+            s.gpus = collections.deque(s.gpus, maxlen=size)
         s.last_seen = time.time()
         s.online = True
         self.publish({"type": "online", "server_id": server_id, "last_seen": s.last_seen,
@@ -243,8 +328,13 @@ class LiveState:
         if s.latest is not None and ts < s.latest[0]:
             return  # out of order (a clock step back): the ring stays sorted
         s.latest = (ts, metrics)
-        s.ring.append((ts, msgpack.packb(metrics, use_bin_type=True)))
-        self.publish({"type": "sample", "server_id": server_id, "ts": ts, "metrics": metrics})
+        values = scalars(metrics)
+        s.ring.append(ts, values)
+        gpus = metrics.get("gpus")
+        if gpus:
+            s.gpus.append((ts, gpus))
+        self.publish({"type": "sample", "server_id": server_id, "ts": ts, "metrics": metrics,
+                      "values": values})
 
     def server_updated(self, server_id: int, fields: dict[str, Any]) -> None:
         """Announce a change to a server's record (name, host facts, group, tags...)."""

@@ -27,6 +27,7 @@ from typing import Any
 
 from beeyard.server.hub.live import RING_SECONDS
 from beeyard.shared.frames import SUMMARY_NAMES
+from beeyard.shared.summaries import scalars
 
 TIER_STEP = {"live": 1, "minute": 60, "hour": 3600, "day": 86400}
 DEFAULT_WINDOW = 3600
@@ -84,7 +85,7 @@ def plan(start: float, end: float, points: int, now: float, *, minute_days: int,
     return Plan(tier, float(aligned), end, step)
 
 
-def ring_covers(samples: list[tuple[float, dict[str, Any]]], p: Plan, interval: float) -> bool:
+def ring_covers(samples: list[tuple[float, dict[str, float]]], p: Plan, interval: float) -> bool:
     """Whether the live ring reaches back to the window's start. After a restart of the
     server, or a reconnect of the agent, the ring is young while the minute summaries
     (replayed from the agent's spool) are complete: then the minute tier answers."""
@@ -118,40 +119,6 @@ def parse_time(raw: str, name: str) -> float:
 # -- live samples as summaries ------------------------------------------------------
 
 
-def scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    """The SUMMARY_NAMES values of one live sample, as the agent computes them for its
-    minute summaries (agent/summary.py), so the live tier and the stored tiers chart
-    the same quantities."""
-    out: dict[str, float] = {"cpu": float(metrics["cpu"])}
-    load = metrics.get("load") or [0.0, 0.0, 0.0]
-    out["load1"], out["load5"], out["load15"] = (float(x) for x in load[:3])
-    out["memory_used"] = float(metrics["memory"]["used"])
-    out["memory_percent"] = float(metrics["memory"]["percent"])
-    out["swap_used"] = float(metrics["swap"]["used"])
-    fs = metrics.get("filesystems") or []
-    used = sum(f["used"] for f in fs)
-    room = used + sum(f["free"] for f in fs)
-    if room > 0:
-        out["disk_used_percent"] = 100.0 * used / room
-    disks = metrics.get("disks") or []
-    if disks:
-        out["disk_read_bps"] = float(sum(d["read_bps"] for d in disks))
-        out["disk_write_bps"] = float(sum(d["write_bps"] for d in disks))
-    out["net_rx_bps"] = float(metrics["net_total"]["rx_bps"])
-    out["net_tx_bps"] = float(metrics["net_total"]["tx_bps"])
-    out["tcp"] = float(metrics["connections"]["tcp"])
-    out["udp"] = float(metrics["connections"]["udp"])
-    out["processes"] = float(metrics["processes"])
-    temps = metrics.get("temperatures") or []
-    if temps:
-        out["temperature_max"] = float(max(t["celsius"] for t in temps))
-    gpus = metrics.get("gpus") or []
-    if gpus:
-        out["gpu_utilization"] = sum(g["utilization"] for g in gpus) / len(gpus)
-        out["gpu_memory_used"] = float(sum(g["memory_used"] for g in gpus))
-    return out
-
-
 class _Bucket:
     __slots__ = ("samples", "stats")
 
@@ -176,15 +143,15 @@ class _Bucket:
 
 
 def downsample_samples(
-    samples: Iterable[tuple[float, dict[str, Any]]], p: Plan
+    samples: Iterable[tuple[float, dict[str, float]]], p: Plan
 ) -> list[dict[str, Any]]:
-    """Live ring samples inside the plan's window, as points of ``p.step`` seconds."""
+    """Live ring scalars inside the plan's window, as points of ``p.step`` seconds."""
     buckets: dict[int, _Bucket] = {}
-    for ts, metrics in samples:
+    for ts, sample in samples:
         if not p.start <= ts < p.end:
             continue
         key = int(ts // p.step) * p.step
-        values = {n: (v, v, v) for n, v in scalars(metrics).items()}
+        values = {n: (v, v, v) for n, v in sample.items()}
         buckets.setdefault(key, _Bucket()).add(values, 1)  # type: ignore[arg-type]
     return [_point(ts, b.samples, {n: _triple(s) for n, s in b.stats.items()})
             for ts, b in sorted(buckets.items())]
@@ -272,16 +239,17 @@ def cycles(today: dt.date, reset_day: int, count: int) -> list[tuple[dt.date, dt
 # -- GPUs and uptime ----------------------------------------------------------------
 
 
-def gpu_points(samples: Iterable[tuple[float, dict[str, Any]]], p: Plan) -> list[dict[str, Any]]:
-    """Live samples with GPUs as points: the host-wide figures plus every GPU's own."""
+def gpu_points(
+    samples: Iterable[tuple[float, list[dict[str, Any]]]], p: Plan
+) -> list[dict[str, Any]]:
+    """Live GPU readings as points: the host-wide figures plus every GPU's own."""
     per_gpu: dict[int, dict[int, dict[str, Any]]] = {}  # bucket -> index -> stats
     overall: dict[int, _Bucket] = {}
-    for ts, metrics in samples:
-        gpus = metrics.get("gpus") or []
+    for ts, gpus in samples:
         if not gpus or not p.start <= ts < p.end:
             continue
         key = int(ts // p.step) * p.step
-        values = {n: (v, v, v) for n, v in scalars(metrics).items() if n.startswith("gpu_")}
+        values = {n: (v, v, v) for n, v in scalars({"gpus": gpus}).items()}
         overall.setdefault(key, _Bucket()).add(values, 1)  # type: ignore[arg-type]
         for g in gpus:
             slot = per_gpu.setdefault(key, {}).setdefault(g["index"], {

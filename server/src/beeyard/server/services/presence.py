@@ -1,9 +1,9 @@
 """Presence: heartbeats to every connected agent, and last-seen times on disk.
 
-Dead links are noticed by each link's own read deadline (``hub/agents.py``:
-no frame for ``silence_limit``, 9 s at the defaults), which marks the server
-offline at once. This job does what one sweep does cheaper than a task per
-agent: every second it pings the links whose heartbeat is due, and every
+This job does what one sweep does cheaper than a timer per agent: every
+second it closes the links silent for longer than ``silence_limit``
+(``hub/agents.py``; 9 s at the defaults), marking their servers offline at
+once, pings the links whose heartbeat is due, and every
 ``TOUCH_EVERY`` seconds it writes ``last_seen_at`` of every online server in
 one statement (not once per frame: 10,000 agents at 1 s would be 10,000
 updates a second). The same statement returns each server's current token
@@ -32,6 +32,7 @@ class Presence:
 
     async def tick(self, app: web.Application) -> None:
         hub = app[HUB]
+        hub.sweep()
         now = time.monotonic()
         for link in list(hub.links.values()):
             if now - link.last_ping >= hub.heartbeat:

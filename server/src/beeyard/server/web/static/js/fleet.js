@@ -1,5 +1,6 @@
 // The fleet as the browser knows it: servers by id, kept current by the live stream.
-// Views subscribe and redraw what changed.
+// Views subscribe and redraw what changed. `new Fleet()` follows every server (samples
+// carry summary values); `new Fleet(id)` follows one server with full metrics.
 
 import { request } from "./api.js";
 import { connectLive } from "./live.js";
@@ -9,13 +10,13 @@ import { connectLive } from "./live.js";
 const STALE_SECONDS = 15;
 
 export class Fleet {
-  constructor() {
+  constructor(serverId = null) {
     this.servers = new Map();
     this.link = "connecting";
     this.listeners = new Set();
     this.ready = false;
     this.fetching = new Set();
-    this.close = connectLive((e) => this.apply(e), (s) => this.setLink(s));
+    this.close = connectLive((e) => this.apply(e), (s) => this.setLink(s), serverId);
     this.ticker = setInterval(() => this.emit({ type: "tick" }), 5000);
   }
 
@@ -45,7 +46,7 @@ export class Fleet {
       this.fetchNew(e.server_id); // enrolled after the snapshot
       return;
     } else if (e.type === "sample") {
-      s.latest = { ts: e.ts, metrics: e.metrics };
+      s.latest = { ts: e.ts, values: e.values, metrics: e.metrics };
       s.online = true;
       s.last_seen = new Date(e.ts * 1000).toISOString();
     } else if (e.type === "online" || e.type === "offline") {

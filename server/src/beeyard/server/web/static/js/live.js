@@ -7,11 +7,13 @@ const MAX_DELAY = 30000;
 const REVOKED = 4001;
 
 /**
- * Open the stream. `onEvent(event)` gets every JSON frame (snapshot first);
+ * Open the stream. `onEvent(event)` gets the snapshot, then every change (the
+ * server sends changes in batches: one JSON array per frame);
  * `onState("open" | "connecting" | "closed" | "revoked")` reports the link.
+ * With `serverId`, only that server's events, samples with their full metrics.
  * Returns a function that closes it for good.
  */
-export function connectLive(onEvent, onState = () => {}) {
+export function connectLive(onEvent, onState = () => {}, serverId = null) {
   let socket = null;
   let attempt = 0;
   let timer = null;
@@ -20,11 +22,13 @@ export function connectLive(onEvent, onState = () => {}) {
   function open() {
     onState("connecting");
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    socket = new WebSocket(`${scheme}//${location.host}/api/ws/servers`);
+    const query = serverId === null ? "" : `?server_id=${serverId}`;
+    socket = new WebSocket(`${scheme}//${location.host}/api/ws/servers${query}`);
     socket.addEventListener("message", (msg) => {
       attempt = 0;
       try {
-        onEvent(JSON.parse(msg.data));
+        const data = JSON.parse(msg.data);
+        for (const event of Array.isArray(data) ? data : [data]) onEvent(event);
       } catch (err) {
         console.warn("live: bad frame", err);
       }

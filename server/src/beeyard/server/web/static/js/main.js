@@ -135,7 +135,7 @@ function showView() {
   mount(app, session.status, root);
   const hash = location.hash.replace(/^#/, "") || "/";
   const server = hash.match(/^\/servers\/(\d+)$/);
-  if (server) cleanup = serverView(root, session.fleet, Number(server[1]));
+  if (server) cleanup = serverView(root, Number(server[1]));
   else if (hash === "/add" && session.me.user?.role === "admin") cleanup = enrollView(root);
   else cleanup = fleetView(root, session.fleet, session.me);
 }

@@ -2,12 +2,11 @@
 
 import { h, mount } from "../dom.js";
 import * as fmt from "../format.js";
-import { diskPercent } from "../metrics.js";
 
 const COLUMNS = ["", "Server", "OS", "CPU", "Memory", "Disk", "Net ↓", "Net ↑", "Load", "Uptime"];
 
 function cells(server, online) {
-  const m = server.latest?.metrics;
+  const m = server.latest?.values; // the summary scalars: what the fleet stream carries
   const host = server.host ?? {};
   return [
     h("span", { class: `dot ${online ? "on" : "off"}`, title: online ? "online" : "offline" }),
@@ -16,12 +15,12 @@ function cells(server, online) {
       h("small", { class: "muted" }, online ? host.hostname ?? "" : `offline · last seen ${fmt.ago(server.last_seen)}`)),
     `${host.os ?? "–"}`,
     m ? fmt.percent(m.cpu) : "–",
-    m ? fmt.percent(m.memory?.percent) : "–",
-    m ? fmt.percent(diskPercent(m)) : "–",
-    m ? fmt.rate(m.net_total?.rx_bps) : "–",
-    m ? fmt.rate(m.net_total?.tx_bps) : "–",
-    m ? fmt.load(m.load) : "–",
-    m ? fmt.duration(m.uptime) : "–",
+    m ? fmt.percent(m.memory_percent) : "–",
+    m ? fmt.percent(m.disk_used_percent) : "–",
+    m ? fmt.rate(m.net_rx_bps) : "–",
+    m ? fmt.rate(m.net_tx_bps) : "–",
+    m ? fmt.load([m.load1, m.load5, m.load15]) : "–",
+    online && host.boot_time ? fmt.duration(Date.now() / 1000 - host.boot_time) : "–",
   ];
 }
 

@@ -5,7 +5,7 @@ import { request } from "../api.js";
 import { lineChart } from "../charts.js";
 import { h, mount } from "../dom.js";
 import * as fmt from "../format.js";
-import { diskPercent, scalars } from "../metrics.js";
+import { Fleet } from "../fleet.js";
 
 const LIVE_WINDOW = 15 * 60;
 const RANGES = [["1 h", 3600], ["24 h", 86400], ["7 d", 7 * 86400], ["30 d", 30 * 86400]];
@@ -28,7 +28,7 @@ function facts(server, online) {
     ["CPU", host.cpu_model ? `${host.cpu_model} · ${host.cores} cores` : `${host.cores ?? "–"} cores`],
     ["Virtualization", host.virtualization ?? "none"],
     ["Memory", m ? `${fmt.bytes(m.memory.used)} of ${fmt.bytes(m.memory.total)}` : "–"],
-    ["Disk", m ? fmt.percent(diskPercent(m)) : "–"],
+    ["Disk", server.latest?.values ? fmt.percent(server.latest.values.disk_used_percent) : "–"],
     ["Load", m ? fmt.load(m.load) : "–"],
     ["Uptime", m ? fmt.duration(m.uptime) : "–"],
     ["Addresses", (host.addresses ?? []).join(", ") || "–"],
@@ -77,8 +77,11 @@ const liveSpan = () => {
 const flatten = (p) => ({ ts: p.ts, values: Object.fromEntries(
   Object.entries(p.values).map(([k, v]) => [k, v.avg])) });
 
-/** Render the detail page of server `id`; returns a cleanup function. */
-export function serverView(root, fleet, id) {
+/** Render the detail page of server `id`; returns a cleanup function. Follows the server
+ * on a stream of its own (full metrics for the facts, every sample for the charts). */
+export function serverView(root, id) {
+  let fleet = null; // opened once the server is known to exist
+  let unsubscribe = () => {};
   const factsBox = h("div", {});
   const title = h("h1", {}, `Server ${id}`);
   const liveGrid = h("div", { class: "charts", id: "live-charts" });
@@ -103,6 +106,7 @@ export function serverView(root, fleet, id) {
         historyNote), historyGrid));
 
   function drawFacts() {
+    if (!fleet) return;
     const server = fleet.servers.get(id);
     if (!server) {
       if (fleet.ready) mount(factsBox, h("p", { class: "error", id: "not-found" }, `There is no server ${id}.`));
@@ -129,7 +133,7 @@ export function serverView(root, fleet, id) {
 
   function onEvent(e) {
     if (e.type === "sample" && e.server_id === id) {
-      live.push({ ts: e.ts, values: scalars(e.metrics) });
+      live.push({ ts: e.ts, values: e.values });
       const cut = e.ts - LIVE_WINDOW;
       while (live.length && live[0].ts < cut) live.shift();
       liveCharts?.show(liveSpan(), live);
@@ -139,6 +143,17 @@ export function serverView(root, fleet, id) {
 
   async function start() {
     drawFacts();
+    try {
+      await request("GET", `/api/servers/${id}`);
+    } catch (err) {
+      if (err.status === 404) { // the stream would be refused (404) and retried for ever
+        mount(factsBox, h("p", { class: "error", id: "not-found" }, `There is no server ${id}.`));
+        return;
+      }
+    }
+    if (stopped) return;
+    fleet = new Fleet(id);
+    unsubscribe = fleet.subscribe(onEvent);
     liveCharts = await chartGrid(liveGrid, "live");
     historyCharts = await chartGrid(historyGrid, "history");
     if (stopped) return;
@@ -153,11 +168,11 @@ export function serverView(root, fleet, id) {
     await loadHistory(...RANGES[0]);
   }
 
-  const unsubscribe = fleet.subscribe(onEvent);
   start();
   return () => {
     stopped = true;
     unsubscribe();
+    fleet?.stop();
     liveCharts?.destroy();
     historyCharts?.destroy();
   };
