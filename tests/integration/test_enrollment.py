@@ -164,3 +164,20 @@ async def test_old_used_and_expired_codes_are_purged(api: Api, db: asyncpg.Conne
     await db.execute("UPDATE enrollments SET consumed_at = now() - interval '31 days'")
     assert await enrollments.purge(pool) == 2
     assert await db.fetchval("SELECT count(*) FROM enrollments") == 0
+
+
+async def test_minting_reads_only_the_pending_codes(api: Api, db: asyncpg.Connection) -> None:
+    """A large fleet leaves many used codes behind; the pending count under the mint's
+    lock must not read them all (it did: O(fleet) per mint)."""
+    await db.execute(
+        """INSERT INTO enrollments (code_prefix, code_digest, expires_at, consumed_at)
+           SELECT 'used', sha256(i::text::bytea), now() + interval '1 hour', now()
+           FROM generate_series(1, 20000) AS i""")
+    await db.execute("ANALYZE enrollments")
+    plan = "\n".join(r[0] for r in await db.fetch(
+        "EXPLAIN SELECT count(*) FROM enrollments "
+        "WHERE consumed_at IS NULL AND expires_at > now()"))
+    assert "enrollments_pending" in plan and "Seq Scan" not in plan, plan
+    await api.login()
+    status, body = await api.post("/api/agent/enrollments", {})
+    assert status == 201, body
