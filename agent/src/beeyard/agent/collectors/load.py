@@ -29,5 +29,6 @@ class LoadCollector:
 
     def collect(self, metrics: dict[str, Any], now: float) -> None:
         data = self._file.read()
-        load = parse_loadavg(data) if data else list(os.getloadavg())
-        metrics["load"] = [v if v > 0.0 else 0.0 for v in load]
+        # the file's figures are printed unsigned; getloadavg's are clamped like before
+        metrics["load"] = (parse_loadavg(data) if data
+                           else [max(0.0, v) for v in os.getloadavg()])

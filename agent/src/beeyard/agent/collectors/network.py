@@ -79,25 +79,27 @@ class NetworkCollector:
     def collect(self, metrics: dict[str, Any], now: float) -> None:
         counters, rates = self._read(now)
         last, self._last = self._last, counters
+        physical = self._physical
         rows = []
-        total = [0.0, 0.0, 0.0, 0.0]
-        moved = [0.0, 0.0]
+        rx_total = tx_total = rx_sum = tx_sum = rx_moved = tx_moved = 0.0
         for iface in sorted(counters)[:1024]:
             rx_bytes, tx_bytes = counters[iface]
             rx_bps, tx_bps = rates[iface]
             rows.append({"iface": iface[:255], "rx_bps": rx_bps, "tx_bps": tx_bps,
                          "rx_bytes": rx_bytes, "tx_bytes": tx_bytes})
-            if iface in self._physical:
-                total[0] += rx_bps
-                total[1] += tx_bps
-                total[2] += rx_bytes
-                total[3] += tx_bytes
+            if iface in physical:
+                rx_total += rx_bps
+                tx_total += tx_bps
+                rx_sum += rx_bytes
+                tx_sum += tx_bytes
                 before = last.get(iface)
                 if before is not None:  # a new interface moved nothing "since last time"
-                    moved[0] += max(0.0, rx_bytes - before[0])
-                    moved[1] += max(0.0, tx_bytes - before[1])
+                    if rx_bytes > before[0]:
+                        rx_moved += rx_bytes - before[0]
+                    if tx_bytes > before[1]:
+                        tx_moved += tx_bytes - before[1]
         metrics["net"] = rows
-        metrics["net_total"] = {"rx_bps": total[0], "tx_bps": total[1],
-                                "rx_bytes": total[2], "tx_bytes": total[3]}
-        metrics["_net_rx_delta"] = moved[0]
-        metrics["_net_tx_delta"] = moved[1]
+        metrics["net_total"] = {"rx_bps": rx_total, "tx_bps": tx_total,
+                                "rx_bytes": rx_sum, "tx_bytes": tx_sum}
+        metrics["_net_rx_delta"] = rx_moved
+        metrics["_net_tx_delta"] = tx_moved
