@@ -127,8 +127,9 @@ async def test_websocket_refusals(client: Client, new_api: Any) -> None:
 
 
 async def test_a_slow_websocket_client_is_dropped(
-    api: Api, client: Client, db: asyncpg.Connection
+    api: Api, client: Client, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(live_api, "BUFFER", 2000)
     await api.login()
     server = await add_server(db, "web-1")
     live = client.server.app[context.LIVE]

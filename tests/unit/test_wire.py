@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beeyard.shared import frames, wire
+from beeyard.shared.native import plain
 from beeyard.shared.wire import WireError
 
 METRICS: dict[str, Any] = {
@@ -167,3 +168,93 @@ def test_mutation_fuzz_of_valid_frames() -> None:
 def test_every_frame_type_is_declared_in_frames_module() -> None:
     assert frames.HELLO.name == "hello"
     assert set(frames.SUMMARY_NAMES) == {f.name for f in frames.AGGREGATES.fields}
+
+
+# -- the compiled decoder of hot frames (shared/native.py) --------------------------------
+
+
+def _both(data: bytes) -> tuple[Any, Any]:
+    """(compiled decoder alone, declarations' path): a Frame, or None / the error."""
+    native = wire._native
+    assert native is not None
+    try:
+        frame_type, body, frame_id = native(data)
+        fast: Any = wire.Frame(frame_type, plain(body), frame_id)
+    except Exception:
+        fast = None
+    wire._native = None
+    try:
+        slow: Any = wire.decode(data)
+    except WireError as exc:
+        slow = f"refused: {exc}"
+    finally:
+        wire._native = native
+    return fast, slow
+
+
+_ODD = [None, True, False, 0, -1, 1, 2**63, 2**64 - 1, -(2**63), 1.5, -0.0, float("nan"),
+        float("inf"), "", "x" * 300, "a\x00b", "é", b"\x00", [], [1.0], {}, {"cpu": 1.0},
+        1e19, -1e19]
+
+
+def _leaves(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        return [path] + [p for k, v in value.items() for p in _leaves(v, (*path, k))]
+    if isinstance(value, list):
+        return [path] + [p for i, v in enumerate(value) for p in _leaves(v, (*path, i))]
+    return [path]
+
+
+def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
+    if not path:
+        return new
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = _replace(value[path[0]], path[1:], new)
+    return copy
+
+
+def test_compiled_decoder_agrees_with_the_declarations() -> None:
+    """Every field of a sample and a summary replaced by odd values, dropped, or joined by
+    an unknown one: whatever the compiled path accepts, the declarations accept with the
+    same result, and it accepts the valid frames themselves."""
+    wire.compile_hot_frames()
+    rng = random.Random(99)
+    bodies = {t: EXAMPLES[t] for t in ("sample", "summary")}
+    bodies["sample"] = {**EXAMPLES["sample"], "metrics": {**METRICS, "gpus": [
+        {"index": 0, "name": "A100", "utilization": 50.0, "memory_used": 1e9,
+         "memory_total": 4e10, "temperature": 60.0}]}}
+    for frame_type, body in bodies.items():
+        fast, slow = _both(msgpack.packb({"t": frame_type, "b": body}))
+        assert isinstance(fast, wire.Frame) and fast == slow
+        decoded = wire.decode(msgpack.packb({"t": frame_type, "b": body}))
+        if frame_type == "sample":  # metrics stay a record, read like the dict
+            metrics = decoded.body["metrics"]
+            assert metrics["cpu"] == metrics.get("cpu") == METRICS["cpu"]
+            assert metrics.get("nothing") is None and metrics["gpus"][0]["name"] == "A100"
+            with pytest.raises(KeyError):
+                metrics["nothing"]
+        paths = _leaves(body)
+        agreed = refused = 0
+        for _ in range(3000):
+            path = rng.choice(paths)
+            if path and rng.random() < 0.2 and isinstance(path[-1], str):  # drop a map key
+                container = dict(_get(body, path[:-1]))
+                del container[path[-1]]
+                mutated = _replace(body, path[:-1], container)
+            else:
+                mutated = _replace(body, path, rng.choice(_ODD))
+            if isinstance(mutated, dict) and rng.random() < 0.1:
+                mutated = {**mutated, "unknown_field": 1}
+            fast, slow = _both(msgpack.packb({"t": frame_type, "b": mutated}))
+            if fast is not None:  # never accepts what the declarations refuse
+                assert fast == slow, (path, mutated)
+                agreed += 1
+            else:  # declined: wire.decode then answers from the declarations
+                refused += 1
+        assert agreed > 100 and refused > 100
+
+
+def _get(value: Any, path: tuple[Any, ...]) -> Any:
+    for key in path:
+        value = value[key]
+    return value

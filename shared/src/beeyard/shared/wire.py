@@ -75,6 +75,18 @@ def _compact(value: Any) -> Any:
     return value
 
 
+_native: Any = None  # native.decoder() once the frame types are declared (frames.py)
+
+
+def compile_hot_frames() -> None:
+    """Build the compiled decoder of the hot frame types, where msgspec is installed."""
+    global _native
+    from beeyard.shared import frames, native
+
+    assert frames.SAMPLE is _REGISTRY["sample"]  # every type is declared by now
+    _native = native.decoder(_REGISTRY, _MAX_ID)
+
+
 def parse_version(version: str) -> tuple[int, int]:
     major, _, minor = version.partition(".")
     try:
@@ -104,6 +116,13 @@ def decode(data: bytes | bytearray | memoryview) -> Frame:
         size = len(data)
         if size > MAX_FRAME:
             raise WireError(f"frame of {size} bytes exceeds {MAX_FRAME}")
+        if _native is not None:
+            try:
+                frame_type, checked, frame_id = _native(data)
+            except Exception:  # noqa: S110 - not a plainly valid hot frame: the path below
+                pass
+            else:
+                return Frame(frame_type, checked, frame_id)
         try:
             message = msgpack.unpackb(
                 bytes(data),

@@ -43,7 +43,10 @@ from beeyard.shared.schema import Field, Schema
 
 log = logging.getLogger("beeyard.server.live")
 
-BUFFER = 2048  # events a client may fall behind before it is dropped
+# Events a client may fall behind before it is dropped: a few seconds of a 10,000-agent
+# fleet (references to shared events, so ~0.5 MB at most), so that a pause of the
+# server or the client does not cost a reconnect and a fresh snapshot of the fleet.
+BUFFER = 65536
 KEEPALIVE = 15.0  # seconds between SSE comments / WebSocket pings on an idle stream
 POLL = 1.0  # seconds between checks that an SSE client is still there
 SEND_TIMEOUT = 10.0  # a client that takes longer than this to accept a frame is dropped

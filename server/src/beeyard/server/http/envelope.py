@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from beeyard.shared import native
+
 
 class ApiError(Exception):
     """A failure the client caused or may act on; rendered as ``{"error": message}``."""
@@ -44,6 +46,8 @@ def _default(value: Any) -> Any:
         return str(value)
     if isinstance(value, set | frozenset | tuple):
         return list(value)
+    if native.is_record(value):  # a live sample's metrics, as decoded (shared/native.py)
+        return native.plain(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

@@ -400,7 +400,12 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     if server_id is None or token is None:  # pragma: no cover - Access.AGENT ensures both
         raise ApiError(401, "authentication required")
     await ws.prepare(request)
-    await request.app[HUB].serve(request.app, server_id, tokens.digest(token), ws)
+    # The link runs in a task of its own: every frame wakes the reading coroutine, and
+    # inside the handler that wake-up would resume the whole middleware chain above it
+    # (seven frames) each time; a task resumes only its own short stack.
+    hub = request.app[HUB]
+    await asyncio.create_task(hub.serve(request.app, server_id, tokens.digest(token), ws),
+                              name=f"agent-link:{server_id}")
     return ws
 
 

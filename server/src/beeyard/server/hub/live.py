@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from beeyard.shared import native
 from beeyard.shared.frames import SUMMARY_NAMES
 from beeyard.shared.summaries import scalars
 
@@ -202,7 +203,11 @@ class LiveState:
     def latest(self, server_id: int) -> tuple[float, dict[str, Any]] | None:
         """The newest sample ``(ts, metrics)``, or None if none arrived since start."""
         s = self._servers.get(server_id)
-        return None if s is None else s.latest
+        if s is None or s.latest is None:
+            return None
+        if native.is_record(s.latest[1]):  # decoded lazily: most are never read
+            s.latest = (s.latest[0], native.plain(s.latest[1]))
+        return s.latest
 
     def ring(
         self, server_id: int, since: float | None = None
@@ -244,7 +249,7 @@ class LiveState:
         for every server this process has seen an agent of since it started."""
         out: dict[int, dict[str, Any]] = {}
         for sid, s in self._servers.items():
-            latest = s.latest
+            latest = self.latest(sid)
             out[sid] = {
                 "online": s.online,
                 "last_seen": s.last_seen,
@@ -332,7 +337,7 @@ class LiveState:
         s.ring.append(ts, values)
         gpus = metrics.get("gpus")
         if gpus:
-            s.gpus.append((ts, gpus))
+            s.gpus.append((ts, native.plain(gpus)))
         self.publish({"type": "sample", "server_id": server_id, "ts": ts, "metrics": metrics,
                       "values": values})
 

@@ -14,6 +14,7 @@ from beeyard.server.http import routing
 from beeyard.server.hub import agents
 from beeyard.server.hub.agents import HUB, AgentHub
 from beeyard.server.services import Background, background, ingest, presence
+from beeyard.shared import wire
 
 INGEST = web.AppKey("ingest", ingest.Ingest)
 
@@ -22,6 +23,7 @@ def install(app: web.Application) -> None:
     """Routes, hub and services. Call after the database's cleanup context: the writer
     needs the pool, and must flush before it closes (cleanup contexts unwind in reverse)."""
     routing.install(app, enrollments.ROUTES + agents.ROUTES)
+    wire.compile_hot_frames()  # samples decoded in C where msgspec is installed
     hub = app[HUB] = AgentHub(app[context.LIVE], app[context.SETTINGS].agent_heartbeat)
     writer = app[INGEST] = hub.ingest = ingest.Ingest(app)
     app.on_shutdown.append(hub.shutdown)  # before the cleanup: agents told to come back
