@@ -172,6 +172,8 @@ class WebSocket:
         message_op: int | None = None
         while True:
             fin, opcode, payload = await self._read_frame()
+            if fin and message_op is None and opcode in (OP_TEXT, OP_BINARY):
+                return payload  # the usual case, a whole message in one frame: no copy
             if opcode >= 0x8:  # control frames may arrive between fragments
                 await self._control(opcode, payload)
                 continue
