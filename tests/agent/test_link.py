@@ -79,6 +79,23 @@ async def test_heartbeats_both_ways(peer: AgentPeer, agents: list[AgentProcess],
     assert pongs[0].frame.body == {"ts": 123.5}
 
 
+async def test_samples_stand_in_for_pings_when_they_are_more_frequent(
+    peer: AgentPeer, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """At 1 s samples and 2 s heartbeats every heartbeat carries a sample: no ping (and
+    so no pong waking the agent), yet the link stays up on the server's own pings."""
+    peer.heartbeat = 2.0
+    start(agents, peer, tmp_path)
+    await peer.wait_connections(1)
+    for _ in range(5):  # the server's pings, as beeyard-server sends them
+        await asyncio.sleep(1.5)
+        await peer.send("ping", {"ts": 2.5})
+    await peer.wait_for("pong", count=5)
+    assert [r.frame.type for r in peer.frames].count("sample") >= 5
+    assert not [r for r in peer.frames if r.frame.type == "ping"]
+    assert peer.connections == 1
+
+
 async def test_a_silent_server_is_a_dead_link_within_three_heartbeats(
     peer: AgentPeer, agents: list[AgentProcess], tmp_path: Path
 ) -> None:

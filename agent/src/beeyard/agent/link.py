@@ -10,7 +10,10 @@ Lifecycle of one connection (a *session*):
    welcome of an incompatible protocol, also stops the agent for good.
 3. Stream: live samples (sent by the daemon through ``send_live``), spooled
    minute summaries (oldest first, at ``spool.replay_rate`` per second),
-   ``ping`` every heartbeat interval. Every received frame goes through
+   ``ping`` every heartbeat interval — unless samples go out more often than
+   heartbeats, when a sample sent within the last heartbeat stands in for the
+   ping (the server counts any frame as a sign of life, and its own pings
+   keep telling the agent that the link is up). Every received frame goes through
    ``wire.decode``; a bad one is logged (rate-limited) and ignored.
    No frame for three heartbeat intervals means the link is dead.
    The pings and the dead-link check are one function (``_beat``), run after
@@ -108,6 +111,7 @@ class Link:
         self._lost: asyncio.Future[None] | None = None  # fails when the session is over
         self._heartbeat = 5.0
         self._last_rx = 0.0  # loop time of the last frame received on this session
+        self._last_sample = 0.0  # loop time of the last live sample sent
         self._next_ping = 0.0
         self._beat_timer: asyncio.TimerHandle | None = None
 
@@ -123,8 +127,10 @@ class Link:
             ws.send_nowait(data)  # raises when closed
         except websocket.WebSocketError:
             return False
-        if self._loop is not None and self._loop.time() >= self._next_ping:
-            self._beat(fallback=False)  # the ping rides on this sample's wake-up
+        if self._loop is not None:
+            self._last_sample = now = self._loop.time()
+            if now >= self._next_ping:
+                self._beat(fallback=False)  # on this sample's wake-up, not one of its own
         return True
 
     async def shutdown(self, final_minute: int | None) -> None:
@@ -277,6 +283,7 @@ class Link:
         self._lost = lost
         self._heartbeat = heartbeat
         self._last_rx = loop.time()
+        self._last_sample = float("-inf")
         self._next_ping = self._last_rx + heartbeat
         self._arm()
         tasks = [
@@ -330,6 +337,14 @@ class Link:
             self._next_ping += self._heartbeat
             if self._next_ping <= now:  # the loop was stalled: no burst of pings
                 self._next_ping = now + self._heartbeat
+            if (self.config.interval < self._heartbeat
+                    and now - self._last_sample < self._heartbeat):
+                # a sample went out this heartbeat: it told the server we are here, and
+                # a ping would only bring a pong that wakes this process for nothing.
+                # Should samples stop, the ping is due a heartbeat after the last one.
+                self._next_ping = self._last_sample + self._heartbeat
+                self._arm()
+                return
             try:
                 if ws is None:
                     raise websocket.WebSocketError("no connection")
