@@ -277,6 +277,7 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
     import aiohttp
 
     lat: list[float] = []
+    trend: list[tuple[float, float]] = []  # (time, latency) of every 1,000th sample
     closes: list[str] = []
     other = 0
 
@@ -300,6 +301,8 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
                         for event in data:  # a batch of changes
                             if start.is_set() and event["type"] == "sample":
                                 lat.append(now - event["ts"])
+                                if len(lat) % 1000 == 0:
+                                    trend.append((now, lat[-1]))
                             else:
                                 other += 1
                     closes.append(f"{ws.close_code} {ws.exception()!r}")
@@ -314,6 +317,13 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
 
     asyncio.run(until_stopped())
     result: dict[str, Any] = {"closed": closes[:5], "closes": len(closes), "other": other}
+    if trend:  # the median latency of each 10 s of the window: steady, or falling behind?
+        t0 = trend[0][0]
+        buckets: dict[int, list[float]] = {}
+        for t, x in trend:
+            buckets.setdefault(int((t - t0) // 10), []).append(x)
+        result["p50_per_10s_ms"] = [round(statistics.median(v) * 1e3, 1)
+                                    for _, v in sorted(buckets.items())]
     lat.sort()
     result["n"] = len(lat)
     if lat:

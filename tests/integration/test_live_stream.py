@@ -283,18 +283,6 @@ async def test_a_revoked_credential_ends_open_streams(
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
 
 
-def test_events_are_encoded_once_per_form() -> None:
-    event = {"type": "sample", "server_id": 1, "ts": 1.5, "metrics": {"cpu": 1.0},
-             "values": {"cpu": 1.0}}
-    full = live_api.encode(event, True)
-    assert json.loads(full) == event
-    assert live_api.encode(event, True) is full
-    assert live_api.encode(dict(event), True) == full  # an equal but other event: afresh
-    brief = live_api.encode(event, False)
-    assert json.loads(brief) == {k: v for k, v in event.items() if k != "metrics"}
-    assert live_api.encode(event, False) is brief
-
-
 async def test_changes_come_in_batches_in_order(
     api: Api, client: Client, db: asyncpg.Connection
 ) -> None:

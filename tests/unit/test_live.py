@@ -49,3 +49,21 @@ async def test_subscribers_get_events_and_slow_ones_drop_oldest() -> None:
         assert (await waiter) == {"type": "server_removed", "server_id": 7}
     assert state.subscriber_count == 0
     assert [e async for e in fast] == []
+
+
+def test_the_fleet_gets_summary_values_and_watchers_full_metrics() -> None:
+    state = LiveState()
+    with state.subscribe() as fleet, state.subscribe(server_id=1) as one, \
+            state.subscribe(server_id=2) as other:
+        state.record_sample(1, 5.0, {"cpu": 40.0, "memory": {"used": 2.0, "percent": 50.0}})
+        (brief,) = fleet.drain()
+        assert brief == {"type": "sample", "server_id": 1, "ts": 5.0,
+                         "values": {"cpu": 40.0, "memory_used": 2.0, "memory_percent": 50.0}}
+        (full,) = one.drain()
+        assert full == {**brief, "metrics": {"cpu": 40.0,
+                                             "memory": {"used": 2.0, "percent": 50.0}}}
+        assert other.drain() == []
+        state.server_updated(1, {"name": "x"})
+        assert fleet.drain() == one.drain() == [
+            {"type": "server_updated", "server_id": 1, "fields": {"name": "x"}}]
+    assert state.subscriber_count == 0

@@ -22,7 +22,6 @@ cookie is ``SameSite=Strict``.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -114,7 +113,6 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise ApiError(426, "this endpoint needs a WebSocket upgrade",
                        headers={"Upgrade": "websocket"})
-    full = _watched(request) is not None
     with _stream(request) as sub:
         first = dumps(await snapshot(request))
         await ws.prepare(request)
@@ -147,8 +145,7 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
                     await ws.close(code=SLOW_CLOSE, message=b"too slow; reconnect")
                     break
                 if events:
-                    await _send(ws.send_str,
-                                "[" + ",".join([encode(e, full) for e in events]) + "]")
+                    await _send(ws.send_str, dumps(events))
         except (TimeoutError, ConnectionResetError):
             pass  # a stuck or vanished client: drop it
         finally:
@@ -185,7 +182,6 @@ async def sse(request: web.Request) -> web.StreamResponse:
     that falls too far behind gets ``event: dropped`` and the stream ends;
     reconnect for a fresh snapshot.
     """
-    full = _watched(request) is not None
     with _stream(request) as sub:
         first = await snapshot(request)
         resp = web.StreamResponse(headers={
@@ -220,8 +216,7 @@ async def sse(request: web.Request) -> web.StreamResponse:
                     await _send(resp.write, _event("dropped", '{"type":"dropped"}'))
                     break
                 if events:
-                    await _send(resp.write, b"".join(
-                        _event(e["type"], encode(e, full)) for e in events))
+                    await _send(resp.write, b"".join(_event(e["type"], dumps(e)) for e in events))
                     written = loop.time()
         except (TimeoutError, ConnectionResetError):
             pass  # a stuck or vanished client: drop it
@@ -257,30 +252,6 @@ async def close_streams(app: web.Application) -> None:
 
 def _event(name: str, data: str) -> bytes:
     return f"event: {name}\ndata: {data}\n\n".encode()
-
-
-# The same event goes to every client: encode it once per form. Entries hold the event
-# itself, so its id() cannot be reused by another object while it is cached.
-_ENCODED: collections.OrderedDict[tuple[int, bool], tuple[dict[str, Any], str]] = (
-    collections.OrderedDict())
-_ENCODED_MAX = 16384
-
-
-def encode(event: dict[str, Any], full: bool) -> str:
-    """``event`` as JSON, computed once however many clients receive it. The fleet-wide
-    form leaves out a sample's ``metrics`` (~1.3 KB; the overview shows the summary
-    ``values``); ``full`` (a client watching one server) keeps them."""
-    key = (id(event), full)
-    hit = _ENCODED.get(key)
-    if hit is not None and hit[0] is event:
-        return hit[1]
-    shown = event if full or "metrics" not in event else {
-        k: v for k, v in event.items() if k != "metrics"}
-    text = dumps(shown)
-    _ENCODED[key] = (event, text)
-    if len(_ENCODED) > _ENCODED_MAX:
-        _ENCODED.popitem(last=False)
-    return text
 
 
 async def still_allowed(request: web.Request) -> bool:

@@ -37,8 +37,9 @@ Event = dict[str, Any]
 """``{"type": "sample"|"online"|"offline"|"server_updated"|"server_removed",
 "server_id": int, ...}``:
 
-- sample: ``ts`` (float, unix time), ``metrics`` (the sample frame's metrics map),
-  ``values`` (its ``SUMMARY_NAMES`` scalars: what the fleet overview shows)
+- sample: ``ts`` (float, unix time), ``values`` (the sample's ``SUMMARY_NAMES``
+  scalars: what the fleet overview shows); for the watchers of that one server
+  also ``metrics`` (the sample frame's metrics map)
 - online: ``last_seen`` (float), ``interval`` (float, seconds between samples)
 - offline: ``last_seen`` (float or None)
 - server_updated: ``fields`` (dict of what changed, e.g. name, host, agent_version)
@@ -286,14 +287,15 @@ class LiveState:
     def subscriber_count(self) -> int:
         return len(self._subscribers) + sum(len(w) for w in self._watchers.values())
 
-    def publish(self, event: Event) -> None:
-        """Hand ``event`` to every subscriber it concerns. Never awaits, never blocks."""
+    def publish(self, event: Event, detailed: Event | None = None) -> None:
+        """Hand ``event`` to every subscriber it concerns, and ``detailed`` (when given) to
+        the watchers of its server instead. Never awaits, never blocks."""
         for sub in self._subscribers:
             sub._push(event)
         watchers = self._watchers.get(event["server_id"])
         if watchers:
             for sub in watchers:
-                sub._push(event)
+                sub._push(detailed or event)
 
     # -- writing (the agent hub; server_updated/removed also from the REST API) --
 
@@ -338,8 +340,10 @@ class LiveState:
         gpus = metrics.get("gpus")
         if gpus:
             s.gpus.append((ts, native.plain(gpus)))
-        self.publish({"type": "sample", "server_id": server_id, "ts": ts, "metrics": metrics,
-                      "values": values})
+        # The fleet gets the summary values; a server's watchers also its full metrics.
+        event = {"type": "sample", "server_id": server_id, "ts": ts, "values": values}
+        self.publish(event, {**event, "metrics": metrics} if server_id in self._watchers
+                     else None)
 
     def server_updated(self, server_id: int, fields: dict[str, Any]) -> None:
         """Announce a change to a server's record (name, host facts, group, tags...)."""
