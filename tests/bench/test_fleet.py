@@ -419,14 +419,20 @@ async def simulate(server: Any, pg: EmbeddedPostgres, n: int, cookie: str) -> di
     postmaster = postmaster_pid(server.data_dir)
     assert postmaster is not None, "the embedded PostgreSQL's postmaster.pid is missing"
 
-    def pg_pids() -> list[int]:
-        """The postmaster and its backends as they are now (backends come and go)."""
-        with contextlib.suppress(psutil.Error):
-            return [postmaster] + [p.pid for p in psutil.Process(postmaster).children()]
-        return []
+    def pg_cpu() -> float:
+        """PostgreSQL's CPU seconds so far: the postmaster's own, the ended backends'
+        (added to the postmaster's cutime/cstime when it reaps them) and the live
+        backends'. Monotonic, unlike a sum over the processes alive at each reading."""
+        try:
+            fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+            children = [p.pid for p in psutil.Process(postmaster).children()]
+        except (OSError, psutil.Error):
+            return 0.0
+        own = sum(int(x) for x in fields[11:15]) / TICK  # utime stime cutime cstime
+        return own + cpu_seconds(children)
 
     def snap() -> tuple[float, float, float, float, int]:
-        return (time.time(), cpu_seconds([server.pid]), cpu_seconds(pg_pids()),
+        return (time.time(), cpu_seconds([server.pid]), pg_cpu(),
                 cpu_seconds([os.getpid()]), stats.samples)
 
     async def ticker() -> None:
@@ -477,7 +483,7 @@ async def simulate(server: Any, pg: EmbeddedPostgres, n: int, cookie: str) -> di
         (burst if near else per_s).append(d)
     span = timeline[-1][0] - timeline[0][0]
     server_cpu = timeline[-1][1] - timeline[0][1]
-    pg_cpu = timeline[-1][2] - timeline[0][2]
+    pg_seconds = timeline[-1][2] - timeline[0][2]
     sim_cpu = timeline[-1][3] - timeline[0][3]
     base_srv = sum(d[0] for d in per_s) / max(1, sum(d[3] for d in per_s))
     base_pg = sum(d[1] for d in per_s) / max(1, sum(d[3] for d in per_s))
@@ -487,7 +493,8 @@ async def simulate(server: Any, pg: EmbeddedPostgres, n: int, cookie: str) -> di
         "n": n, "enroll_s": enroll_s, "connect_s": connect_s, "window_s": span,
         "samples": stats.samples, "summaries": stats.summaries, "acked": stats.acked,
         "rows": rows, "not_committed": stats.summaries - rows,
-        "server_cores": server_cpu / span, "pg_cores": pg_cpu / span, "sim_cores": sim_cpu / span,
+        "server_cores": server_cpu / span, "pg_cores": pg_seconds / span,
+        "sim_cores": sim_cpu / span,
         "server_per_sample_us": base_srv * 1e6, "pg_per_sample_us": base_pg * 1e6,
         "server_per_summary_ms": burst_srv / max(1, stats.summaries) * 1e3,
         "pg_per_summary_ms": burst_pg / max(1, stats.summaries) * 1e3,
