@@ -23,6 +23,22 @@ DEFAULT_SPOOL_ENTRIES = 1440  # 24 h of minute summaries
 DEFAULT_REPLAY_RATE = 20.0  # summaries per second after a reconnect
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+# [files]: what the files capability may touch. Secrets are denied by default
+# because a root is usually a broad directory (/srv, /var/www, a home) in which
+# keys, dotenv files and password stores sit beside the files one does want to
+# reach; the operator may edit the list (it replaces, not extends, this one).
+DEFAULT_DENY: tuple[str, ...] = (
+    "*.key", "*.pem", "*.p12", "*.pfx", "*.jks", "*.kdbx",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".ssh", ".gnupg",
+    ".env*", ".netrc", ".pgpass", ".git-credentials", ".aws",
+    "shadow", "shadow-", "gshadow", "gshadow-",
+)
+DEFAULT_MAX_READ_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_WRITE_BYTES = 64 * 1024 * 1024
+MAX_TRANSFER_BYTES = 1024**4  # 1 TiB: a bound that catches a typo'd exponent
+MAX_ROOTS = 64
+MAX_DENY_PATTERNS = 256
+
 
 class ConfigError(ValueError):
     """The config file is missing, unreadable or invalid; the message says which key."""
@@ -36,6 +52,20 @@ class SpoolConfig:
 
 
 @dataclass(frozen=True)
+class FilesConfig:
+    """The files capability's local policy; ``beeyard.agent.files.confine`` enforces it.
+
+    With no roots nothing is reachable, even with ``files`` in the capabilities:
+    turning the capability on must be a second, explicit decision about *where*.
+    """
+
+    roots: tuple[Path, ...] = ()
+    deny: tuple[str, ...] = DEFAULT_DENY
+    max_read_bytes: int = DEFAULT_MAX_READ_BYTES
+    max_write_bytes: int = DEFAULT_MAX_WRITE_BYTES
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     server: str
     server_id: int
@@ -45,6 +75,7 @@ class AgentConfig:
     capabilities: tuple[str, ...] = ()
     ca_file: Path | None = None
     log_level: str = "info"
+    files: FilesConfig = field(default_factory=FilesConfig)
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -71,6 +102,12 @@ class AgentConfig:
             "max_entries": self.spool.max_entries,
             "replay_rate": float(self.spool.replay_rate),
         }
+        data["files"] = {
+            "roots": [str(root) for root in self.files.roots],
+            "deny": list(self.files.deny),
+            "max_read_bytes": self.files.max_read_bytes,
+            "max_write_bytes": self.files.max_write_bytes,
+        }
         comments = {
             "server": "Beeyard agent configuration (written by `beeyard-agent enroll`)",
             "token_file": "the run token (0600); rotated by the server over the link",
@@ -82,6 +119,12 @@ class AgentConfig:
             "spool.dir": "unacknowledged minute summaries, kept across restarts",
             "spool.max_entries": "bound of the spool (1440 = 24 h); the oldest are dropped",
             "spool.replay_rate": "summaries per second replayed after a reconnect",
+            "files.roots": "absolute directories the files capability may reach; "
+            "none = nothing (the agent's own config, token and spool never are)",
+            "files.deny": "glob patterns denied in every root, matched against each path "
+            "component and the path below its root; this list replaces the defaults",
+            "files.max_read_bytes": "largest file the agent will read or send, in bytes",
+            "files.max_write_bytes": "largest file the agent will write or receive, in bytes",
         }
         return tomlwriter.dumps(data, comments)
 
@@ -97,8 +140,9 @@ def check_server_url(url: str) -> str:
 
 
 _TOP = {"server", "server_id", "token_file", "interval", "capabilities", "ca_file", "log_level",
-        "spool"}
+        "spool", "files"}
 _SPOOL = {"dir", "max_entries", "replay_rate"}
+_FILES = {"roots", "deny", "max_read_bytes", "max_write_bytes"}
 
 
 def load(path: Path) -> AgentConfig:
@@ -175,6 +219,7 @@ def parse(raw: dict[str, Any], base: Path, path: Path | None = None) -> AgentCon
     )
     if not 0.1 <= replay_rate <= 10_000:
         raise ConfigError("spool.replay_rate must be between 0.1 and 10000 per second")
+    files = parse_files(_get(raw, "files", dict) if "files" in raw else {})
     return AgentConfig(
         server=server,
         server_id=server_id,
@@ -184,5 +229,55 @@ def parse(raw: dict[str, Any], base: Path, path: Path | None = None) -> AgentCon
         capabilities=tuple(dict.fromkeys(caps_raw)),
         ca_file=ca_file,
         log_level=log_level,
+        files=files,
         path=path,
+    )
+
+
+def _string_list(raw: dict[str, Any], key: str) -> list[str]:
+    """A list of non-empty strings without NUL (which no path or pattern can hold)."""
+    values: list[str] = _get(raw, key, list, "files.")
+    for item in values:
+        if not isinstance(item, str):
+            raise ConfigError(f"files.{key} must be a list of strings")
+        if not item or "\0" in item:
+            raise ConfigError(f"files.{key} entries must be non-empty and without NUL")
+    return values
+
+
+def _roots(raw: dict[str, Any]) -> tuple[Path, ...]:
+    """Absolute paths only: a root relative to the config file's directory would be
+    a surprise in a security policy. Existence is checked when the policy is built,
+    not here, so that a root on a not-yet-mounted disk does not stop the agent."""
+    roots = _string_list(raw, "roots") if "roots" in raw else []
+    if len(roots) > MAX_ROOTS:
+        raise ConfigError(f"files.roots may list at most {MAX_ROOTS} directories")
+    for root in roots:
+        if not root.startswith("/"):
+            raise ConfigError(f"files.roots entries must be absolute paths, not {root!r}")
+        if ".." in root.split("/"):
+            raise ConfigError(f"files.roots entries must not contain '..': {root!r}")
+    return tuple(dict.fromkeys(Path(root) for root in roots))
+
+
+def _size(raw: dict[str, Any], key: str, default: int) -> int:
+    value: int = _get(raw, key, int, "files.") if key in raw else default
+    if not 1 <= value <= MAX_TRANSFER_BYTES:
+        raise ConfigError(f"files.{key} must be between 1 and {MAX_TRANSFER_BYTES}")
+    return value
+
+
+def parse_files(raw: dict[str, Any]) -> FilesConfig:
+    """The ``[files]`` table; every key optional, unknown keys an error."""
+    unknown = sorted(set(raw) - _FILES)
+    if unknown:
+        raise ConfigError(f"unknown key 'files.{unknown[0]}'")
+    deny = _string_list(raw, "deny") if "deny" in raw else list(DEFAULT_DENY)
+    if len(deny) > MAX_DENY_PATTERNS:
+        raise ConfigError(f"files.deny may list at most {MAX_DENY_PATTERNS} patterns")
+    return FilesConfig(
+        roots=_roots(raw),
+        deny=tuple(dict.fromkeys(deny)),
+        max_read_bytes=_size(raw, "max_read_bytes", DEFAULT_MAX_READ_BYTES),
+        max_write_bytes=_size(raw, "max_write_bytes", DEFAULT_MAX_WRITE_BYTES),
     )
