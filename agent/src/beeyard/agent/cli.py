@@ -1,4 +1,4 @@
-"""Command line of ``beeyard-agent``: ``enroll``, ``run``, ``--version``.
+"""Command line of ``beeyard-agent``: ``enroll``, ``run``, ``grant``, ``revoke``, ``--version``.
 
 Each command imports what it needs only when chosen, so the long-running
 ``run`` never carries the HTTP client of ``enroll`` (the daemon's memory is
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,7 +62,36 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"config file (default: {default_config})")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                      help="overrides the config's log_level")
+
+    grant = commands.add_parser(
+        "grant", help="allow a capability for a limited time (or --list the grants)",
+        description="Allow a capability on this host for a limited time, on top of the "
+        "config file; it ends by itself. Only root or the config's owner may grant, since "
+        "they could as well add it to the config. A running agent reports the new set at "
+        "its next connection.",
+    )
+    grant.add_argument("capability", nargs="?", metavar="CAP",
+                       help="one of: " + ", ".join(_capabilities()))
+    grant.add_argument("--for", dest="duration", metavar="DURATION",
+                       help="how long, e.g. 90s, 30m, 2h, 1h30m (1m to 24h)")
+    grant.add_argument("--list", action="store_true", help="show the grants in force")
+    grant.add_argument("--config", type=Path, default=default_config, metavar="PATH",
+                       help=f"the agent's config file (default: {default_config})")
+
+    revoke = commands.add_parser(
+        "revoke", help="end a capability's grant now",
+        description="End the time-boxed grant of a capability now.",
+    )
+    revoke.add_argument("capability", metavar="CAP", help="one of: " + ", ".join(_capabilities()))
+    revoke.add_argument("--config", type=Path, default=default_config, metavar="PATH",
+                        help=f"the agent's config file (default: {default_config})")
     return parser
+
+
+def _capabilities() -> tuple[str, ...]:
+    from beeyard.shared.frames import CAPABILITIES
+
+    return CAPABILITIES
 
 
 def _fail(message: str, code: int) -> int:
@@ -99,6 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from beeyard.agent import config as config_module
+    from beeyard.agent import grants
     from beeyard.agent.daemon import run_agent
     from beeyard.agent.spool import Spool
     from beeyard.agent.token import TokenError, read_token
@@ -108,14 +139,105 @@ def _run(args: argparse.Namespace) -> int:
         read_token(config.token_file)  # fail now, not at the first connection
         if config.ca_file is not None and not config.ca_file.is_file():
             raise config_module.ConfigError(f"{args.config}: no CA file at {config.ca_file}")
+        grants.check(config)  # an unsafe grants file is refused now, loudly
         spool = Spool(config.spool.dir, config.spool.max_entries, exclusive=True)
-    except (config_module.ConfigError, TokenError) as exc:
+    except (config_module.ConfigError, TokenError, grants.GrantError) as exc:
         return _fail(str(exc), EXIT_CONFIG)
     except OSError as exc:  # the spool directory cannot be created, or is in use
         where = f" ({exc.filename})" if exc.filename else ""
         return _fail(f"spool: {exc.strerror or exc}{where}", EXIT_CONFIG)
     _setup_logging(args.log_level or config.log_level)
     return asyncio.run(run_agent(config, spool))
+
+
+def _when(ts: float) -> str:
+    """An expiry in local time and UTC: ``2026-11-22 12:41:02 CET (11:41:02 UTC)``."""
+    from datetime import UTC, datetime
+
+    local = datetime.fromtimestamp(ts).astimezone()
+    utc = datetime.fromtimestamp(ts, UTC)
+    if not local.utcoffset():
+        return f"{utc:%Y-%m-%d %H:%M:%S} UTC"  # the host's local time is UTC
+    return f"{local:%Y-%m-%d %H:%M:%S %Z} ({utc:%H:%M:%S} UTC)"
+
+
+def _allowed(caps: frozenset[str]) -> str:
+    return ", ".join(c for c in _capabilities() if c in caps) or "none"
+
+
+def _check_grantor(config_path: Path) -> None:
+    """Only root or the config's owner may grant or revoke: a grant is as powerful as
+    an edit of the config, so it is theirs to make; anyone else (even one who may
+    read the config) is refused, whoever the agent runs as."""
+    from beeyard.agent.grants import GrantError
+
+    owner = config_path.stat().st_uid
+    euid = os.geteuid()
+    if euid not in (0, owner):
+        who = "root" if owner == 0 else f"root or uid {owner}"
+        raise GrantError(
+            f"only {who} (the owner of {config_path}) may change this agent's grants: "
+            "whoever can change the config may grant"
+        )
+
+
+def _grant(args: argparse.Namespace) -> int:
+    from beeyard.agent import config as config_module
+    from beeyard.agent import grants
+
+    if args.list and (args.capability or args.duration):
+        return _fail("grant --list takes no capability or --for", EXIT_CONFIG)
+    if not args.list and (not args.capability or not args.duration):
+        return _fail("usage: beeyard-agent grant CAP --for DURATION (or grant --list)",
+                     EXIT_CONFIG)
+    try:
+        config = config_module.load(args.config)
+        store = grants.GrantStore.for_config(args.config)
+        if args.list:
+            now = time.time()
+            active = store.grants(now)
+            for g in active:
+                print(f"{g.capability} until {_when(g.expires_at)}, "
+                      f"{grants.format_duration(g.expires_at - now)} left, "
+                      f"granted by {g.who or 'unknown'}")
+            print(f"allowed now: {_allowed(store.effective(config, now))} "
+                  f"(config: {_allowed(frozenset(config.capabilities))})")
+            return 0
+        grants.check_capability(args.capability)
+        seconds = grants.parse_duration(args.duration)
+        _check_grantor(args.config)
+        new = store.grant(args.capability, seconds)
+        allowed = _allowed(store.effective(config))
+    except (config_module.ConfigError, grants.GrantError) as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except OSError as exc:
+        return _fail(f"{exc.filename or args.config}: {exc.strerror or exc}", EXIT_CONFIG)
+    standing = " (the config allows it anyway)" if new.capability in config.capabilities else ""
+    print(f"granted {new.capability} for {grants.format_duration(seconds)}, until "
+          f"{_when(new.expires_at)}{standing}; allowed now: {allowed}")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from beeyard.agent import config as config_module
+    from beeyard.agent import grants
+
+    try:
+        config = config_module.load(args.config)
+        grants.check_capability(args.capability)
+        _check_grantor(args.config)
+        store = grants.GrantStore.for_config(args.config)
+        ended = store.revoke(args.capability)
+        allowed = _allowed(store.effective(config))
+    except (config_module.ConfigError, grants.GrantError) as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except OSError as exc:
+        return _fail(f"{exc.filename or args.config}: {exc.strerror or exc}", EXIT_CONFIG)
+    what = "revoked" if ended else "no grant of"
+    standing = (" (still allowed by the config)"
+                if args.capability in config.capabilities else "")
+    print(f"{what} {args.capability}{standing}; allowed now: {allowed}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _enroll(args)
     if args.command == "run":
         return _run(args)
+    if args.command == "grant":
+        return _grant(args)
+    if args.command == "revoke":
+        return _revoke(args)
     parser.print_help()
     return EXIT_CONFIG
 

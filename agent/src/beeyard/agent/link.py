@@ -252,6 +252,7 @@ class Link:
         return ws, float(welcome["heartbeat"])
 
     def _hello(self) -> dict[str, Any]:
+        from beeyard.agent.grants import hello_capabilities
         from beeyard.agent.hostfacts import addresses
 
         host = dict(self.host)
@@ -260,7 +261,8 @@ class Link:
             "protocol": wire.PROTOCOL_VERSION,
             "agent_version": __version__[:64],
             "host": host,
-            "capabilities": list(self.config.capabilities),
+            # the config's and the unexpired local grants, read at every connection
+            "capabilities": hello_capabilities(self.config),
             "interval": self.config.interval,
         }
 
