@@ -28,6 +28,7 @@ from beeyard.server.config import Settings
 from beeyard.server.db import migrate
 from beeyard.server.db.embedded import EmbeddedPostgres
 from beeyard.server.db.pool import _init_connection
+from beeyard.shared import wire
 
 ADMIN_PASSWORD = "correct horse battery staple"
 TEMPLATE = "beeyard_test_template"
@@ -184,3 +185,11 @@ async def new_api(aiohttp_client: Any, client: TestClient[Any, Any]) -> Any:
         return Api(await aiohttp_client(client.server))
 
     return make
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Decode hot frames as the server does from the first test on (any app created
+    turns the compiled decoder on for the whole process), so that no test's outcome
+    depends on which tests ran before it."""
+    wire.compile_hot_frames()
+

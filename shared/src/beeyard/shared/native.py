@@ -25,7 +25,7 @@ need it) ``decoder()`` returns None and nothing changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Annotated, Any, Literal, Optional
 
 from beeyard.shared.schema import _HUGE, Field, Schema
@@ -74,7 +74,7 @@ _RECORD: Any = None  # the base class of decoded records, made with msgspec
 
 def _record_base(msgspec: Any) -> type:
     class Record(msgspec.Struct, frozen=True):  # type: ignore[misc,call-arg]
-        """A decoded map read like the dict it stands for."""
+        """A decoded map that reads like the dict it stands for (a read-only Mapping)."""
 
         def __getitem__(self, name: str) -> Any:
             try:
@@ -85,6 +85,25 @@ def _record_base(msgspec: Any) -> type:
         def get(self, name: str, default: Any = None) -> Any:
             return getattr(self, name, default)
 
+        def __iter__(self) -> Iterator[str]:
+            return iter(self.__struct_fields__)
+
+        def __len__(self) -> int:
+            return len(self.__struct_fields__)
+
+        def __contains__(self, name: object) -> bool:
+            return name in self.__struct_fields__
+
+        def keys(self) -> KeysView[str]:
+            return KeysView(self)
+
+        def items(self) -> ItemsView[str, Any]:
+            return ItemsView(self)
+
+        def values(self) -> ValuesView[Any]:
+            return ValuesView(self)
+
+    Mapping.register(Record)  # so that code checking for a Mapping takes it as one
     return Record
 
 
