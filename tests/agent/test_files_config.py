@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,14 @@ def test_too_many_roots_or_patterns_are_refused(tmp_path: Path) -> None:
     deny = ", ".join(f"'p{i}'" for i in range(config_module.MAX_DENY_PATTERNS + 1))
     with pytest.raises(ConfigError, match="at most"):
         _load(tmp_path, HEAD + f"[files]\ndeny = [{deny}]\n")
+
+
+def test_the_documented_example_shows_the_default_deny_list() -> None:
+    """docs/agent.md shows the defaults an operator edits; they must be the real ones."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "agent.md"
+    match = re.search(r"```toml\n(.*?)```", docs.read_text(), re.S)
+    assert match is not None
+    files = config_module.parse_files(tomllib.loads(match.group(1))["files"])
+    assert files.deny == DEFAULT_DENY
+    assert files.max_read_bytes == DEFAULT_MAX_READ_BYTES
+    assert files.max_write_bytes == DEFAULT_MAX_WRITE_BYTES
