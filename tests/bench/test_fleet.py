@@ -278,6 +278,7 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
 
     lat: list[float] = []
     trend: list[tuple[float, float]] = []  # (time, latency) of every 1,000th sample
+    worst: dict[int, float] = {}  # unix second -> the largest latency seen in it
     closes: list[str] = []
     other = 0
 
@@ -301,6 +302,8 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
                         for event in data:  # a batch of changes
                             if start.is_set() and event["type"] == "sample":
                                 lat.append(now - event["ts"])
+                                second = int(now)
+                                worst[second] = max(worst.get(second, 0.0), lat[-1])
                                 if len(lat) % 1000 == 0:
                                     trend.append((now, lat[-1]))
                             else:
@@ -317,6 +320,9 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
 
     asyncio.run(until_stopped())
     result: dict[str, Any] = {"closed": closes[:5], "closes": len(closes), "other": other}
+    if worst:  # the slowest seconds, with their second of the minute: what causes the tail?
+        result["worst_seconds"] = [f":{t % 60:02d} {x * 1e3:.0f} ms" for t, x in sorted(
+            worst.items(), key=lambda kv: -kv[1])[:8]]
     if trend:  # the median latency of each 10 s of the window: steady, or falling behind?
         t0 = trend[0][0]
         buckets: dict[int, list[float]] = {}
