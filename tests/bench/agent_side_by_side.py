@@ -1,0 +1,122 @@
+"""Two agents side by side: the working tree's and an earlier revision's, same server, same time.
+
+Usage (from the repository root)::
+
+    python tests/bench/agent_side_by_side.py REV [SECONDS]
+
+The agent's CPU per sample is at the mercy of whatever else runs on the machine
+(on a shared 2-core VM it moved between 0.8 and 1.2 ms from one run to the
+next), so a before/after comparison is only fair when both run at once. This
+starts one ``beeyard-server``, enrolls two agents through the API, runs the
+working tree's agent and ``git archive REV agent/src`` (imported first through
+``sys.path``) at the default 1 s interval, out of phase (so that one's sample
+never warms the caches for the other's), plus a bare asyncio process that only
+wakes once a second (the floor), and prints each one's CPU per second from
+``/proc/PID/schedstat`` (nanoseconds) over SECONDS (default 300) after a 15 s
+warm-up. Every process started here is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from serverproc import clean_env, request, start_server, stop_postgres
+
+PASSWORD = "a benchmark passphrase"
+WARMUP = 15.0
+BARE = ("import asyncio\nasync def main():\n    while True:\n        await asyncio.sleep(1)\n"
+        "asyncio.run(main())\n")
+LAUNCHER = """import sys
+sys.path.insert(0, {src!r})
+import beeyard.agent
+assert beeyard.agent.__file__.startswith({src!r}), beeyard.agent.__file__
+from beeyard.agent.cli import main
+sys.exit(main())
+"""
+
+
+def cpu_ns(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    rev = sys.argv[1]
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
+    work = Path(tempfile.mkdtemp(prefix="beeyard-side-by-side-"))
+    work.chmod(0o711)
+    archive = subprocess.run(["git", "archive", rev, "agent/src"], capture_output=True,
+                             check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(work / "old", filter="data")
+    (work / "old.py").write_text(LAUNCHER.format(src=str(work / "old" / "agent" / "src")))
+    variants = {rev: [sys.executable, str(work / "old.py")],
+                "working tree": [sys.executable, "-m", "beeyard.agent.cli"]}
+    server = start_server(work / "data", env={"BEEYARD_ADMIN_PASSWORD": PASSWORD})
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        server.wait_ready()
+        resp = server.login(PASSWORD)
+        admin = {"Cookie": resp.headers["Set-Cookie"].split(";", 1)[0],
+                 "X-CSRF-Token": resp.json()["data"]["csrf_token"]}
+        for i, cmd in enumerate(variants.values()):
+            code = request(server.port, "POST", "/api/agent/enrollments", {},
+                           headers=admin).json()["data"]["code"]
+            d = work / f"agent{i}"
+            d.mkdir()
+            subprocess.run(
+                [*cmd, "enroll", "--server", f"http://127.0.0.1:{server.port}", "--code", code,
+                 "--name", f"agent{i}", "--config", str(d / "agent.toml"),
+                 "--token-file", str(d / "token"), "--spool-dir", str(d / "spool")],
+                capture_output=True, env=clean_env(), check=True, timeout=60)
+        for i, (name, cmd) in enumerate(variants.items()):
+            d = work / f"agent{i}"
+            procs[name] = subprocess.Popen(
+                [*cmd, "run", "--config", str(d / "agent.toml")], stdin=subprocess.DEVNULL,
+                stdout=(d / "log").open("wb"), stderr=subprocess.STDOUT, env=clean_env())
+            time.sleep(0.37)  # out of phase with the previous one
+        procs["bare asyncio, 1 wake-up/s"] = subprocess.Popen([sys.executable, "-c", BARE])
+        time.sleep(WARMUP)
+        start = {name: cpu_ns(p.pid) for name, p in procs.items()}
+        began = time.monotonic()
+        loads = [os.getloadavg()[0]]
+        while (left := seconds - (time.monotonic() - began)) > 0:
+            time.sleep(min(10.0, left))
+            loads.append(os.getloadavg()[0])
+            for name, p in procs.items():
+                assert p.poll() is None, f"{name} exited"
+        window = time.monotonic() - began
+        print(f"{window:.0f} s window, load average (1 min) {min(loads):.2f}-{max(loads):.2f}")
+        for name, p in procs.items():
+            per_second = (cpu_ns(p.pid) - start[name]) / 1e6 / window
+            print(f"  {name:28s} {per_second:.3f} ms CPU per second, RSS {rss_mb(p.pid):.1f} MB")
+    finally:
+        for p in procs.values():
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        server.stop()
+        stop_postgres(work / "data")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
