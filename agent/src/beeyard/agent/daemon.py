@@ -160,6 +160,7 @@ async def run_agent(config: AgentConfig, spool: Spool) -> int:
     from beeyard.agent.hostfacts import host_facts
 
     agent = Agent(config, host_facts(), spool)
-    log.info("beeyard-agent sampling every %g s; server %s; capabilities: %s",
+    log.info("beeyard-agent sampling every %g s; server %s; capabilities in the config: %s "
+             "(local grants are added at each connection)",
              config.interval, config.server, ", ".join(config.capabilities) or "none")
     return await agent.run()
