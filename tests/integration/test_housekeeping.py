@@ -35,6 +35,14 @@ async def _key(db: Any, name: str, *, revoked: str | None, expires: str | None =
 
 async def _device(db: Any, name: str, *, revoked: str | None, last_seen: str = "0 days",
                   refresh_expires: str | None = None) -> None:
+    # One transaction: the app's own housekeeping job (started with the app) may run at
+    # any moment and must not purge the device between its row and its token's.
+    async with db.transaction():
+        await _device_rows(db, name, revoked, last_seen, refresh_expires)
+
+
+async def _device_rows(db: Any, name: str, revoked: str | None, last_seen: str,
+                       refresh_expires: str | None) -> None:
     device = await db.fetchval(
         """INSERT INTO mobile_devices (user_id, device_name, revoked_at, last_seen_at)
            VALUES (1, $1, now() - ($2::text)::interval, now() - ($3::text)::interval)
