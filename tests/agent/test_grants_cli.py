@@ -226,3 +226,27 @@ async def test_hello_carries_the_granted_capabilities(tmp_path: Path) -> None:
     finally:
         process.stop()
         await peer.stop()
+
+
+@pytest.mark.slow
+async def test_a_grant_while_connected_reaches_the_server_at_once(tmp_path: Path) -> None:
+    """No reconnect needed: the agent sends the new set in a capabilities frame."""
+    peer = AgentPeer()
+    await peer.start()
+    config = write_config(tmp_path, peer.url, peer.token, capabilities=("docker_read",))
+    process = AgentProcess(config, tmp_path / "agent.log")
+    try:
+        [hello] = await peer.wait_for("hello", conn=1)
+        assert hello.frame.body["capabilities"] == ["docker_read"]
+        code, _, err = agent("grant", "exec", "--for", "10m", "--config", str(config))
+        assert code == 0, err
+        [changed] = await peer.wait_for("capabilities", conn=1, timeout=10)
+        assert changed.frame.body == {"capabilities": ["exec", "docker_read"]}
+        code, _, err = agent("revoke", "exec", "--config", str(config))
+        assert code == 0, err
+        changes = await peer.wait_for("capabilities", conn=1, count=2, timeout=10)
+        assert changes[-1].frame.body == {"capabilities": ["docker_read"]}
+        assert len(await peer.wait_for("hello")) == 1  # all on the first connection
+    finally:
+        process.stop()
+        await peer.stop()

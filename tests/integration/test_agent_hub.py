@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import msgpack
 import pytest
 from aiohttp.test_utils import TestClient
 from tests.conftest import Api
@@ -274,3 +275,27 @@ async def test_presence_closes_links_whose_token_changed_elsewhere(
     assert (await other.recv()).type == "pong"
     assert await db.fetchval("SELECT last_seen_at IS NOT NULL FROM servers WHERE id = $1",
                              other_id)
+
+
+async def test_a_changed_capability_set_is_stored_and_announced(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    await api.login()
+    server_id, token = await enroll(api)
+    live = client.server.app[context.LIVE]
+    agent, _ = await FakeAgent.start(client, token)
+    with live.subscribe(server_id=server_id) as events:
+        await agent.send("capabilities", {"capabilities": ["terminal", "docker_read"]})
+        wanted = {"capabilities": ["terminal", "docker_read"]}
+        await _until(lambda: any(e["type"] == "server_updated" and e.get("fields") == wanted
+                                 for e in events.drain()))
+    row = await db.fetchrow("SELECT capabilities FROM servers WHERE id = $1", server_id)
+    assert row["capabilities"] == ["terminal", "docker_read"]
+    status, body = await api.get(f"/api/servers/{server_id}")
+    assert status == 200 and body["data"]["capabilities"] == ["terminal", "docker_read"]
+    bogus = msgpack.packb({"t": "capabilities", "b": {"capabilities": ["root_shell"]}})
+    await agent.ws.send_bytes(bogus)  # refused as a bad frame; the link survives
+    await agent.send("ping", {"ts": 7.0})
+    assert (await agent.recv()).body == {"ts": 7.0}
+    assert (await db.fetchval("SELECT capabilities FROM servers WHERE id = $1", server_id)
+            == ["terminal", "docker_read"])

@@ -48,6 +48,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "bye": {"code": "revoked", "reason": "token revoked by an administrator", "retry": False},
     "rotate_token": {"token": "t" * 43},
     "token_stored": {},
+    "capabilities": {"capabilities": ["files", "docker_read"]},
     "sample": {"ts": 1.7e9, "metrics": METRICS},
     "summary": {"minute": 1_700_000_040, "samples": 60, "values": {"cpu": [12.0, 1.0, 99.0]},
                 "net_rx_bytes": 1e6},

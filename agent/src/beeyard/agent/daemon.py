@@ -161,6 +161,6 @@ async def run_agent(config: AgentConfig, spool: Spool) -> int:
 
     agent = Agent(config, host_facts(), spool)
     log.info("beeyard-agent sampling every %g s; server %s; capabilities in the config: %s "
-             "(local grants are added at each connection)",
+             "(local grants are added; see beeyard-agent grant)",
              config.interval, config.server, ", ".join(config.capabilities) or "none")
     return await agent.run()

@@ -377,3 +377,60 @@ def hello_capabilities(config: AgentConfig, now: float | None = None) -> list[st
                 f"{g.capability} until {iso(g.expires_at)}" for g in extra))
         caps |= {g.capability for g in granted}
     return [c for c in CAPABILITIES if c in caps]
+
+
+class CapabilityWatch:
+    """Notices that the effective set changed while the agent is connected (a grant
+    given, revoked, or expired), so the link can tell the server at once.
+
+    Asked on every live sample rather than on a timer of its own: a wake-up costs the
+    agent more than the check. A check is a ``stat`` of the grants file at most every
+    ``every`` seconds; the file is read again only when it changed or when the earliest
+    grant expiry has passed.
+    """
+
+    def __init__(self, config: AgentConfig, reported: list[str], every: float = 2.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.reported = reported
+        self.every = every
+        self._clock = clock
+        self._path = None if config.path is None else grants_path(config.path)
+        self._stamp = self._stat()
+        self._due = self._expiry()
+        self._checked = clock()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        if self._path is None:
+            return None
+        try:
+            info = self._path.stat()
+        except OSError:
+            return None
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def _expiry(self) -> float:
+        if self.config.path is None:
+            return float("inf")
+        try:
+            due = GrantStore.for_config(self.config.path).next_change(config=self.config)
+        except GrantError:
+            return float("inf")  # hello_capabilities reports the bad file
+        return float("inf") if due is None else due
+
+    def poll(self) -> list[str] | None:
+        """The new capability list if it differs from the last one reported, else None."""
+        now = self._clock()
+        if self._path is None or now - self._checked < self.every:
+            return None
+        self._checked = now
+        stamp = self._stat()
+        if stamp == self._stamp and now < self._due:
+            return None
+        self._stamp = stamp
+        self._due = self._expiry()
+        current = hello_capabilities(self.config, now)
+        if current == self.reported:
+            return None
+        self.reported = current
+        return current

@@ -29,11 +29,12 @@ Lifecycle of one connection (a *session*):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -43,6 +44,9 @@ from beeyard.agent.config import AgentConfig
 from beeyard.agent.spool import Spool
 from beeyard.agent.token import TokenError, read_token, write_token
 from beeyard.shared import wire
+
+if TYPE_CHECKING:  # imported when hello is built: the grants code is not needed before
+    from beeyard.agent.grants import CapabilityWatch
 
 log = logging.getLogger("beeyard.agent.link")
 
@@ -114,6 +118,8 @@ class Link:
         self._last_sample = 0.0  # loop time of the last live sample sent
         self._next_ping = 0.0
         self._beat_timer: asyncio.TimerHandle | None = None
+        # what hello said we allow, and the watch for changes after it (grants.py)
+        self._capabilities: CapabilityWatch | None = None
 
     # -- used by the daemon ---------------------------------------------------
 
@@ -131,6 +137,14 @@ class Link:
             self._last_sample = now = self._loop.time()
             if now >= self._next_ping:
                 self._beat(fallback=False)  # on this sample's wake-up, not one of its own
+        watch = self._capabilities
+        if watch is not None:
+            changed = watch.poll()
+            if changed is not None:
+                log.info("capabilities changed: now %s; telling the server",
+                         ", ".join(changed) or "none")
+                with contextlib.suppress(websocket.WebSocketError):
+                    ws.send_nowait(wire.encode("capabilities", {"capabilities": changed}))
         return True
 
     async def shutdown(self, final_minute: int | None) -> None:
@@ -252,17 +266,20 @@ class Link:
         return ws, float(welcome["heartbeat"])
 
     def _hello(self) -> dict[str, Any]:
-        from beeyard.agent.grants import hello_capabilities
+        from beeyard.agent.grants import CapabilityWatch, hello_capabilities
         from beeyard.agent.hostfacts import addresses
 
         host = dict(self.host)
         host["addresses"] = [a for a in addresses() if len(a) <= 64]  # may change between links
+        # the config's and the unexpired local grants, read at every connection; changes
+        # while connected go out as a capabilities frame (send_live)
+        capabilities = hello_capabilities(self.config)
+        self._capabilities = CapabilityWatch(self.config, capabilities)
         return {
             "protocol": wire.PROTOCOL_VERSION,
             "agent_version": __version__[:64],
             "host": host,
-            # the config's and the unexpired local grants, read at every connection
-            "capabilities": hello_capabilities(self.config),
+            "capabilities": capabilities,
             "interval": self.config.interval,
         }
 

@@ -67,6 +67,12 @@ HELLO = declare(Schema("hello", (
     Field("interval", "float", min=1, max=60, doc="seconds between live samples"),
 ), doc="A→S, first frame: who I am, what I allow. Answered by welcome or bye."))
 
+CAPABILITIES_CHANGED = declare(Schema("capabilities", (
+    Field("capabilities", "list", max=len(CAPABILITIES),
+          items=Field("capability", "str", choices=CAPABILITIES)),
+), doc="A→S whenever the set the agent allows changes after hello (a local grant given, "
+       "revoked or expired): the whole new set."))
+
 WELCOME = declare(Schema("welcome", (
     Field("server_id", "int", min=1, max=2**63 - 1),
     _text("protocol", max=16),

@@ -45,6 +45,14 @@ async def record_hello(
     return bool(done != "UPDATE 0")
 
 
+async def set_capabilities(pool: asyncpg.Pool, server_id: int, capabilities: list[str]) -> None:
+    """The capability set the agent reported after hello (a local grant changed)."""
+    await pool.execute(
+        "UPDATE servers SET capabilities = $2, updated_at = now() WHERE id = $1",
+        server_id, capabilities,
+    )
+
+
 async def touch(pool: asyncpg.Pool, server_ids: list[int]) -> dict[int, bytes]:
     """Record that these servers' agents were heard from just now (batched by presence);
     returns each one's current token digest (a server deleted meanwhile is missing)."""

@@ -292,6 +292,17 @@ class AgentHub:
             return None
         return frame
 
+    async def _capabilities(self, server_id: int, capabilities: list[str]) -> None:
+        """Store and announce the agent's new capability set (off the read loop: a slow
+        database must not hold up the link)."""
+        try:
+            await servers.set_capabilities(self.pool, server_id, capabilities)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("server %d: cannot store its capabilities (%s); they are stored "
+                        "at its next hello", server_id, exc)
+        log.info("server %d now allows: %s", server_id, ", ".join(capabilities) or "nothing")
+        self.live.server_updated(server_id, {"capabilities": capabilities})
+
     def sweep(self) -> None:
         """Close the links that have been silent for longer than their limit.
 
@@ -353,6 +364,9 @@ class AgentHub:
             link.send("pong", {"ts": body["ts"]})
         elif t == "pong":
             self.live.seen(sid)
+        elif t == "capabilities":
+            self.live.seen(sid)
+            self.spawn(self._capabilities(sid, body["capabilities"]))
         elif t == "token_stored":
             fut = link.pending.get(frame.id) if frame.id is not None else None
             if fut is not None and not fut.done():
