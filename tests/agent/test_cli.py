@@ -8,7 +8,6 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -42,14 +41,6 @@ def one_line_error(err: str) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith("beeyard-agent: error: ")
     return lines[0]
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[AgentPeer]:
-    server = AgentPeer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_enroll_writes_config_and_private_token(peer: AgentPeer, tmp_path: Path) -> None:

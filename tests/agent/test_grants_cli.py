@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from tests.agent.peer import AgentPeer, AgentProcess, write_config
+from tests.agent.test_cli import one_line_error
 
 from beeyard.agent import cli
 from beeyard.agent.grants import GrantStore, grants_path
@@ -32,14 +33,6 @@ def agent(*args: str) -> tuple[int, str, str]:
     proc = subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=env,
                           stdin=subprocess.DEVNULL, timeout=60, check=False)
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def one_line_error(err: str) -> str:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("beeyard-agent: error: ")
-    return lines[0]
 
 
 @pytest.fixture

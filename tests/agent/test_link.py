@@ -9,7 +9,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,6 @@ from beeyard.agent.token import read_token
 from beeyard.shared import wire
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def peer() -> AsyncIterator[AgentPeer]:
-    server = AgentPeer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
