@@ -30,6 +30,7 @@ async def test_list_joins_database_and_live_state(
     a, b = servers
     assert a["online"] is True and a["latest"]["ts"] == now
     assert a["latest"]["metrics"]["cpu"] == 42.0
+    assert a["latest"]["values"]["cpu"] == 42.0 and a["interval"] == 1.0
     assert a["last_seen"] is not None
     assert b["online"] is False and b["latest"] is None and b["last_seen"] is None
     assert b["host"] == {"os": "Debian", "cores": 2} and b["hostname"] == "quiet"

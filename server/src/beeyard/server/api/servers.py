@@ -21,7 +21,6 @@ from beeyard.server.http.params import path_id
 from beeyard.server.http.routing import route
 from beeyard.server.hub.live import LiveState
 from beeyard.shared.schema import Field, Schema
-from beeyard.shared.summaries import scalars
 
 _ID = Field("id", "int", min=1, max=2**63 - 1)
 _KEEP = 0  # group_id omitted
@@ -80,7 +79,7 @@ def with_live(server: dict[str, Any], live: LiveState) -> dict[str, Any]:
         "last_seen": last_seen,
         "interval": live.interval(sid),
         "latest": None if latest is None else {"ts": latest[0], "metrics": latest[1],
-                                               "values": scalars(latest[1])},
+                                               "values": live.latest_values(sid)},
     }
 
 

@@ -107,6 +107,7 @@ class _Server:
     # GPU details (per card) for the gpu-records live tier: only hosts with GPUs fill it.
     gpus: collections.deque[tuple[float, list[dict[str, Any]]]]
     latest: tuple[float, dict[str, Any]] | None = None
+    values: dict[str, float] | None = None  # the latest sample's summary scalars
     interval: float = DEFAULT_INTERVAL
     online: bool = False
     last_seen: float | None = None
@@ -226,6 +227,11 @@ class LiveState:
             return []
         return [(ts, g) for ts, g in s.gpus if since is None or ts > since]
 
+    def latest_values(self, server_id: int) -> dict[str, float] | None:
+        """The newest sample's summary scalars (as the ring and the fleet stream have them)."""
+        s = self._servers.get(server_id)
+        return None if s is None else s.values
+
     def online(self, server_id: int) -> bool:
         s = self._servers.get(server_id)
         return s is not None and s.online
@@ -335,7 +341,7 @@ class LiveState:
         if s.latest is not None and ts < s.latest[0]:
             return  # out of order (a clock step back): the ring stays sorted
         s.latest = (ts, metrics)
-        values = scalars(metrics)
+        values = s.values = scalars(metrics)
         s.ring.append(ts, values)
         gpus = metrics.get("gpus")
         if gpus:
