@@ -233,7 +233,8 @@ async def test_deleting_a_server_closes_its_link_for_good(
     client.server.app[context.LIVE].remove(server_id)  # what DELETE /api/servers/{id} does
     frames = await agent.closed()
     assert frames[-1].body["code"] == "revoked" and frames[-1].body["retry"] is False
-    assert server_id not in client.server.app[context.LIVE].snapshot()
+    live = client.server.app[context.LIVE]
+    assert live.latest(server_id) is None and live.last_seen(server_id) is None
 
 
 async def test_a_database_failure_at_hello_asks_the_agent_to_retry(

@@ -23,8 +23,7 @@ def test_latest_ring_and_online() -> None:
     assert state.latest(1) == (39.0, {"cpu": 39})
     state.mark_offline(1)
     assert not state.online(1) and state.latest(1) is not None
-    snap = state.snapshot()
-    assert snap[1]["online"] is False and snap[1]["latest"]["ts"] == 39.0
+    assert state.latest(1) == (39.0, {"cpu": 39}) and state.interval(1) == 60.0
 
 
 async def test_subscribers_get_events_and_slow_ones_drop_oldest() -> None:

@@ -7,8 +7,8 @@ Prometheus, alerting) read here and never touch the database for "now".
 Publishing never awaits: each subscriber owns a bounded buffer, and a subscriber
 that falls behind loses its oldest events (counted in ``dropped``) rather than
 slowing the hub. A reader that must not miss state (a browser reconnecting, a
-subscriber that dropped events) takes a ``snapshot()`` and continues from the
-events after it.
+subscriber that dropped events) reads the state afresh (``api/live.py`` sends the
+fleet as ``GET /api/servers`` shows it) and continues from the events after it.
 
 Everything here runs on the event loop thread; nothing is locked because no
 method awaits between reading and writing state.
@@ -21,7 +21,7 @@ import collections
 import math
 import time
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,26 +244,6 @@ class LiveState:
     def interval(self, server_id: int) -> float | None:
         s = self._servers.get(server_id)
         return None if s is None else s.interval
-
-    def online_ids(self) -> list[int]:
-        return [sid for sid, s in self._servers.items() if s.online]
-
-    def known_ids(self) -> Iterator[int]:
-        return iter(list(self._servers))
-
-    def snapshot(self) -> dict[int, dict[str, Any]]:
-        """``{server_id: {"online", "last_seen", "interval", "latest": {"ts", "metrics"} | None}}``
-        for every server this process has seen an agent of since it started."""
-        out: dict[int, dict[str, Any]] = {}
-        for sid, s in self._servers.items():
-            latest = self.latest(sid)
-            out[sid] = {
-                "online": s.online,
-                "last_seen": s.last_seen,
-                "interval": s.interval,
-                "latest": None if latest is None else {"ts": latest[0], "metrics": latest[1]},
-            }
-        return out
 
     # -- subscribing -----------------------------------------------------------
 
