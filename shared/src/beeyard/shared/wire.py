@@ -79,8 +79,11 @@ _native: Any = None  # native.decoder() once the frame types are declared (frame
 
 
 def compile_hot_frames() -> None:
-    """Build the compiled decoder of the hot frame types, where msgspec is installed."""
+    """Build the compiled decoder of the hot frame types, where msgspec is installed;
+    once per process (every app the server or a test creates asks)."""
     global _native
+    if _native is not None:
+        return
     from beeyard.shared import frames, native
 
     assert frames.SAMPLE is _REGISTRY["sample"]  # every type is declared by now
