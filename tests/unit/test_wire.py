@@ -53,6 +53,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "summary": {"minute": 1_700_000_040, "samples": 60, "values": {"cpu": [12.0, 1.0, 99.0]},
                 "net_rx_bytes": 1e6},
     "ack": {"minutes": [1_700_000_040]},
+    "request": {"op": "files.list", "args": {"path": "/srv"}, "window": 2 * 1024 * 1024},
+    "reply": {"ok": False, "error": "denied", "reason": "the files capability is off"},
+    "data": {"data": b"\x00\xffbytes", "eof": True},
+    "credit": {"bytes": 262144},
+    "signal": {"name": "resize", "args": {"cols": 120, "rows": 40}},
+    "cancel": {"reason": "the browser went away"},
 }
 
 

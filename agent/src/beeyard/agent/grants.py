@@ -359,7 +359,15 @@ def check(config: AgentConfig) -> None:
 
 
 def hello_capabilities(config: AgentConfig, now: float | None = None) -> list[str]:
-    """The capability list for ``hello``: config ∪ unexpired grants, in protocol order.
+    """The capability list for ``hello``: config ∪ unexpired grants, in protocol order,
+    with the local grants logged (once per connection)."""
+    return effective(config, now, announce=True)
+
+
+def effective(config: AgentConfig, now: float | None = None, *,
+              announce: bool = False) -> list[str]:
+    """What the agent allows at this moment: config ∪ unexpired grants. Asked again
+    for every operation, so a grant revoked or run out refuses the next request at once.
 
     Fails closed: a grants file that is unsafe or unreadable is logged as an error
     and ignored, leaving the config's capabilities only."""
@@ -372,7 +380,7 @@ def hello_capabilities(config: AgentConfig, now: float | None = None) -> list[st
             log.error("ignoring local grants: %s", exc)
             granted = []
         extra = [g for g in granted if g.capability not in caps]
-        if extra:
+        if extra and announce:
             log.info("capabilities granted locally: %s", ", ".join(
                 f"{g.capability} until {iso(g.expires_at)}" for g in extra))
         caps |= {g.capability for g in granted}
@@ -429,7 +437,7 @@ class CapabilityWatch:
             return None
         self._stamp = stamp
         self._due = self._expiry()
-        current = hello_capabilities(self.config, now)
+        current = effective(self.config, now)
         if current == self.reported:
             return None
         self.reported = current

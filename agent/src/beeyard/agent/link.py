@@ -47,6 +47,7 @@ from beeyard.shared import wire
 
 if TYPE_CHECKING:  # imported when hello is built: the grants code is not needed before
     from beeyard.agent.grants import CapabilityWatch
+    from beeyard.agent.operations import Dispatcher
 
 log = logging.getLogger("beeyard.agent.link")
 
@@ -55,6 +56,7 @@ WELCOME_TIMEOUT = 30.0
 STABLE_LINK = 30.0  # seconds up before the backoff starts again from 1 s
 DEAD_AFTER = 3  # heartbeat intervals without any frame
 LIVE_BUFFER_LIMIT = 256 * 1024  # bytes queued before live samples are dropped
+_OPERATION_FRAMES = frozenset({"request", "data", "credit", "signal", "cancel"})
 
 
 class Fatal(Exception):
@@ -120,6 +122,8 @@ class Link:
         self._beat_timer: asyncio.TimerHandle | None = None
         # what hello said we allow, and the watch for changes after it (grants.py)
         self._capabilities: CapabilityWatch | None = None
+        # the operations the server asked for on this session (operations/)
+        self._calls: Dispatcher | None = None
 
     # -- used by the daemon ---------------------------------------------------
 
@@ -305,6 +309,9 @@ class Link:
         self._last_sample = float("-inf")
         self._next_ping = self._last_rx + heartbeat
         self._arm()
+        from beeyard.agent.operations import Dispatcher
+
+        calls = self._calls = Dispatcher(self.config, ws.send)
         tasks = [
             asyncio.create_task(self._receive(ws), name="receive"),
             asyncio.create_task(self._replay(ws), name="replay"),
@@ -320,6 +327,8 @@ class Link:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._calls = None
+            await calls.close()  # shells and commands of this session killed
         errors = [f.exception() for f in (*tasks, lost) if f in done]
         for exc in errors:
             if exc is not None:
@@ -394,6 +403,9 @@ class Link:
                       len(self.spool))
         elif frame.type == "rotate_token":
             await self._rotate(ws, body["token"], frame.id)
+        elif frame.type in _OPERATION_FRAMES:
+            if self._calls is not None:
+                self._calls.handle(frame)
         elif frame.type == "bye":
             self._on_bye(body)
         elif frame.type != "pong":

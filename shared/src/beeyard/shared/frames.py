@@ -56,7 +56,7 @@ HOST = Schema("Host", (
           default=[]),
 ))
 
-CAPABILITIES = ("terminal", "exec", "files", "docker_read", "docker_control")
+CAPABILITIES = ("terminal", "exec", "files", "docker_read", "docker_control", "traceroute")
 
 HELLO = declare(Schema("hello", (
     _text("protocol", max=16),
@@ -178,3 +178,61 @@ SUMMARY = declare(Schema("summary", (
 ACK = declare(Schema("ack", (
     Field("minutes", "list", min=1, max=1440, items=Field("minute", "int", min=0, max=2**40)),
 ), doc="S→A: these summaries are committed; the agent drops them from its spool."))
+
+# -- operations ------------------------------------------------------------------
+# Work the server asks of the agent (files, terminal, Docker, commands) travels as
+# one *call* per request: ``request`` opens it under a frame id, ``data`` carries its
+# bytes either way, ``credit`` paces them, ``signal`` and ``cancel`` steer it, and one
+# ``reply`` ends it. What each operation takes is declared in
+# ``beeyard.shared.operations``; the agent checks it there, against its own policy.
+
+ERRORS = (
+    "denied", "not_found", "invalid", "exists", "too_large", "unavailable", "busy",
+    "failed", "timeout", "cancelled", "unknown_op",
+)
+"""Why a call failed, in the agent's ``reply``; the server maps each to an HTTP status."""
+
+CHUNK = 256 * 1024
+"""Largest ``data`` payload: big enough for 100 MB/s at a few hundred frames a second,
+small enough that a terminal keystroke never waits long behind a file chunk."""
+
+INPUT_WINDOW = 4 * CHUNK
+"""Bytes the server may send into a call (``data`` S→A) before the agent grants more
+with ``credit``: a client uploading faster than the disk takes it waits, the agent
+never buffers more than this per call."""
+
+REQUEST = declare(Schema("request", (
+    Field("op", "str", min=1, max=64, pattern=r"[a-z_]+\.[a-z_]+"),
+    Field("args", "map", max=64, default={}, required=False),
+    Field("window", "int", required=False, min=0, max=64 * 1024 * 1024, default=0,
+          doc="bytes of data the agent may send before it must wait for credit"),
+), doc="S→A (with an id): run operation ``op``; answered by one reply with the same id."))
+
+REPLY = declare(Schema("reply", (
+    Field("ok", "bool"),
+    Field("result", "map", required=False, nullable=True, max=4096),
+    Field("error", "str", required=False, nullable=True, choices=ERRORS),
+    _text("reason", max=2048, required=False, nullable=True),
+), doc="A→S (same id): the call is over; ok with a result, or an error code and a reason "
+       "a person can act on (a denied call says which capability or rule refused it)."))
+
+DATA = declare(Schema("data", (
+    Field("data", "bin", max=CHUNK),
+    Field("eof", "bool", required=False, default=False, doc="the sender has no more data"),
+), doc="both ways (with the call's id): bytes of a stream: terminal output and keys, "
+       "a file's content, log lines, a command's output."))
+
+CREDIT = declare(Schema("credit", (
+    Field("bytes", "int", min=1, max=64 * 1024 * 1024),
+), doc="both ways (with the call's id): the receiver consumed this many bytes; the sender "
+       "may send as many more."))
+
+SIGNAL = declare(Schema("signal", (
+    Field("name", "str", min=1, max=32, pattern=r"[a-z_]+"),
+    Field("args", "map", max=16, default={}, required=False),
+), doc="S→A (with the call's id): steer a running call, e.g. resize a terminal."))
+
+CANCEL = declare(Schema("cancel", (
+    _text("reason", max=256, required=False, nullable=True),
+), doc="S→A (with the call's id): stop the call (the browser went away, a user cancelled); "
+       "the agent ends it, killing what it started, and replies cancelled."))

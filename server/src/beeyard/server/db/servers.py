@@ -80,3 +80,9 @@ async def set_token(pool: asyncpg.Pool, server_id: int, digest: bytes) -> bool:
 async def exists(pool: asyncpg.Pool, server_id: int) -> bool:
     found = await pool.fetchval("SELECT 1 FROM servers WHERE id = $1", server_id)
     return found is not None
+
+
+async def capabilities(pool: asyncpg.Pool, server_id: int) -> list[str] | None:
+    """What the server's agent last said it allows; None if there is no such server."""
+    row = await pool.fetchrow("SELECT capabilities FROM servers WHERE id = $1", server_id)
+    return None if row is None else list(row["capabilities"] or [])

@@ -46,8 +46,10 @@ from beeyard.server.auth.principal import Access
 from beeyard.server.db import servers
 from beeyard.server.http.envelope import ApiError
 from beeyard.server.http.routing import route
+from beeyard.server.hub.calls import DEFAULT_WINDOW, Call, RemoteError
 from beeyard.server.hub.live import LiveState
 from beeyard.shared import wire
+from beeyard.shared.operations import lookup
 
 log = logging.getLogger("beeyard.server.hub")
 
@@ -91,7 +93,10 @@ class Link:
         self.rotating = False  # a rotation is under way: the API closes the link after it
         self._out: collections.deque[bytes] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()  # set while the outgoing queue is under half full
+        self._room.set()
         self.pending: dict[int, asyncio.Future[None]] = {}  # frame id -> awaiting token_stored
+        self.calls: dict[int, Call] = {}  # operations in progress (hub/calls.py)
 
     def send(self, frame_type: str, body: dict[str, Any], id: int | None = None) -> bool:
         """Queue a frame for the agent; False if the link is closing or overflowing."""
@@ -102,6 +107,8 @@ class Link:
             self.hub.spawn(self.close("shutdown", "the agent stopped reading", retry=True))
             return False
         self._out.append(wire.encode(frame_type, body, id))
+        if len(self._out) >= OUT_BUFFER // 2:
+            self._room.clear()
         if self._sender is None:
             self._sender = asyncio.create_task(self._flush(), name=f"agent-send:{self.server_id}")
         return True
@@ -110,11 +117,20 @@ class Link:
         try:
             while self._out and not self.ws.closed:
                 await self.ws.send_bytes(self._out.popleft())
+                if len(self._out) < OUT_BUFFER // 2:
+                    self._room.set()
         except Exception as exc:  # the transport went away under us; the reader sees it too
             log.debug("server %d: send failed: %s", self.server_id, exc)
             self._out.clear()
         finally:
             self._sender = None
+            self._room.set()
+
+    async def room(self) -> None:
+        """Wait until the outgoing queue is under half full: a call streaming input
+        (a paste into a terminal, an upload) paces itself instead of overflowing it."""
+        while not self._room.is_set() and not self.closing:
+            await self._room.wait()
 
     async def close(self, code: str, reason: str, *, retry: bool) -> None:
         """Say ``bye`` (after what is queued) and close. Safe to call more than once."""
@@ -135,6 +151,9 @@ class Link:
             for fut in self.pending.values():
                 if not fut.done():
                     fut.set_exception(ConnectionResetError("the link closed"))
+            for call in list(self.calls.values()):
+                call._finish(RemoteError("lost", "the agent disconnected during the operation"))
+            self._room.set()  # input waiting for room finds the call over
 
 
 class AgentHub:
@@ -171,6 +190,23 @@ class AgentHub:
         """Send to the server's current link; False if it has none."""
         link = self.links.get(server_id)
         return link is not None and link.send(frame_type, body)
+
+    def call(self, server_id: int, op_name: str, args: dict[str, Any],
+             window: int | None = None) -> Call:
+        """Start operation ``op_name`` on the server's agent; ``RemoteError("offline")``
+        if it has no link to this process. The arguments must be valid already."""
+        op = lookup(op_name)
+        link = self.links.get(server_id)
+        if link is None or link.closing:
+            raise RemoteError("offline", f"server {server_id} is offline")
+        call_id = next(self._ids)
+        if window is None:
+            window = DEFAULT_WINDOW if op.streams else 0
+        call = Call(call_id, op, window, link)
+        if not link.send("request", {"op": op_name, "args": args, "window": window},
+                         id=call_id):
+            call._finish(RemoteError("offline", f"server {server_id} is not reading its link"))
+        return call
 
     async def rotate(self, server_id: int, token: str, wait: float = 10.0) -> bool | None:
         """Give the connected agent a new run token. True once it answered token_stored,
@@ -367,6 +403,17 @@ class AgentHub:
         elif t == "capabilities":
             self.live.seen(sid)
             self.spawn(self._capabilities(sid, body["capabilities"]))
+        elif t in ("reply", "data", "credit"):
+            call = link.calls.get(frame.id) if frame.id is not None else None
+            if call is None:
+                return True  # a call we gave up on (cancelled, timed out): its tail
+            if t == "reply":
+                call.on_reply(body)
+            elif t == "credit":
+                call.on_credit(body["bytes"])
+            elif not call.on_data(body["data"], body["eof"]):
+                call._finish(RemoteError("failed", "the agent sent more than it was asked"))
+                return self._bad(link, f"data beyond the window of call {frame.id}")
         elif t == "token_stored":
             fut = link.pending.get(frame.id) if frame.id is not None else None
             if fut is not None and not fut.done():
