@@ -66,6 +66,40 @@ class FilesConfig:
 
 
 @dataclass(frozen=True)
+class TerminalConfig:
+    """The terminal capability's local policy (operations/terminal.py).
+
+    ``user`` empty means the agent's own user; an agent running as root should
+    name a less privileged one unless root shells are really wanted."""
+
+    shell: str = ""  # empty: the user's login shell from the password database
+    user: str = ""
+    idle_timeout: int = 900  # seconds without input or output before a session ends
+    max_sessions: int = 4
+
+
+@dataclass(frozen=True)
+class ExecConfig:
+    """The exec capability's local policy (operations/exec.py): commands are argv
+    lists unless ``allow_shell`` lets a shell line through ``/bin/sh -c``."""
+
+    allow_shell: bool = False
+    user: str = ""
+    max_timeout: int = 3600  # seconds; a task's own timeout is capped by this
+    max_output_bytes: int = 1024 * 1024  # per run; beyond, output is cut and marked
+    max_concurrent: int = 4
+
+
+@dataclass(frozen=True)
+class DockerConfig:
+    """Where the Docker API is (operations/docker.py); a missing socket means docker
+    is reported unavailable, not an error on every request."""
+
+    url: str = "unix:///var/run/docker.sock"
+    timeout: int = 30
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     server: str
     server_id: int
@@ -76,6 +110,9 @@ class AgentConfig:
     ca_file: Path | None = None
     log_level: str = "info"
     files: FilesConfig = field(default_factory=FilesConfig)
+    terminal: TerminalConfig = field(default_factory=TerminalConfig)
+    exec: ExecConfig = field(default_factory=ExecConfig)
+    docker: DockerConfig = field(default_factory=DockerConfig)
     path: Path | None = field(default=None, compare=False)
 
     @property
@@ -108,6 +145,8 @@ class AgentConfig:
             "max_read_bytes": self.files.max_read_bytes,
             "max_write_bytes": self.files.max_write_bytes,
         }
+        for name in _SECTIONS:
+            data[name] = dict(vars(getattr(self, name)))
         comments = {
             "server": "Beeyard agent configuration (written by `beeyard-agent enroll`)",
             "token_file": "the run token (0600); rotated by the server over the link",
@@ -125,6 +164,17 @@ class AgentConfig:
             "component and the path below its root; this list replaces the defaults",
             "files.max_read_bytes": "largest file the agent will read or send, in bytes",
             "files.max_write_bytes": "largest file the agent will write or receive, in bytes",
+            "terminal.shell": "program run in a web terminal (empty: the user's login shell)",
+            "terminal.user": "user the shell runs as (empty: the agent's own user)",
+            "terminal.idle_timeout": "seconds without input or output before a session ends",
+            "terminal.max_sessions": "concurrent terminal sessions on this host",
+            "exec.allow_shell": "let tasks run a shell line (/bin/sh -c) instead of argv only",
+            "exec.user": "user commands run as (empty: the agent's own user)",
+            "exec.max_timeout": "longest a command may run, in seconds",
+            "exec.max_output_bytes": "output kept per command; beyond, it is cut",
+            "exec.max_concurrent": "commands running at once",
+            "docker.url": "the Docker API (a unix socket, e.g. podman's)",
+            "docker.timeout": "seconds to wait for the Docker API",
         }
         return tomlwriter.dumps(data, comments)
 
@@ -139,7 +189,8 @@ def check_server_url(url: str) -> str:
     return url.rstrip("/")
 
 
-_TOP = {"server", "server_id", "token_file", "interval", "capabilities", "ca_file", "log_level",
+_TOP = {"terminal", "exec", "docker",
+        "server", "server_id", "token_file", "interval", "capabilities", "ca_file", "log_level",
         "spool", "files"}
 _SPOOL = {"dir", "max_entries", "replay_rate"}
 _FILES = {"roots", "deny", "max_read_bytes", "max_write_bytes"}
@@ -220,6 +271,7 @@ def parse(raw: dict[str, Any], base: Path, path: Path | None = None) -> AgentCon
     if not 0.1 <= replay_rate <= 10_000:
         raise ConfigError("spool.replay_rate must be between 0.1 and 10000 per second")
     files = parse_files(_get(raw, "files", dict) if "files" in raw else {})
+    sections = {name: _section(raw, name, kind) for name, kind in _SECTIONS.items()}
     return AgentConfig(
         server=server,
         server_id=server_id,
@@ -231,7 +283,40 @@ def parse(raw: dict[str, Any], base: Path, path: Path | None = None) -> AgentCon
         log_level=log_level,
         files=files,
         path=path,
+        **sections,
     )
+
+
+# Plain tables: each key's type is its default's, ints must be positive (and at most
+# the bound given here); files has rules of its own (parse_files).
+_SECTIONS: dict[str, type] = {"terminal": TerminalConfig, "exec": ExecConfig,
+                              "docker": DockerConfig}
+_INT_BOUNDS = {"idle_timeout": 7 * 86400, "max_sessions": 1024, "max_timeout": 7 * 86400,
+               "max_output_bytes": 1024**3, "max_concurrent": 1024, "timeout": 3600}
+
+
+def _section(raw: dict[str, Any], name: str, kind: type) -> Any:
+    table = _get(raw, name, dict) if name in raw else {}
+    defaults = kind()
+    known = vars(defaults)
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key '{name}.{unknown[0]}'")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        default = known[key]
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name}.{key} must be true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name}.{key} must be an integer")
+            if not 1 <= value <= _INT_BOUNDS[key]:
+                raise ConfigError(f"{name}.{key} must be between 1 and {_INT_BOUNDS[key]}")
+        elif not isinstance(value, str) or "\0" in value:
+            raise ConfigError(f"{name}.{key} must be a string")
+        values[key] = value
+    return kind(**values)
 
 
 def _string_list(raw: dict[str, Any], key: str) -> list[str]:
