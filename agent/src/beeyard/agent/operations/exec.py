@@ -65,6 +65,7 @@ def _argv(call: Call) -> list[str]:
                                     "must set exec.allow_shell = true (argv commands are "
                                     "allowed)")
         return ["/bin/sh", "-c", shell]
+    assert argv is not None
     if not argv[0]:
         raise Refused("invalid", "args.argv[0]: the program must not be empty")
     return list(argv)
