@@ -111,6 +111,15 @@ POLICY: dict[str, Access] = {
     "GET /api/ws/servers": Access.VIEWER,
     "GET /api/stream": Access.VIEWER,
     "GET /api/metrics/prometheus": Access.VIEWER,
+    # Docker through the host's agent: members read (logs included), admins act
+    "GET /api/servers/{id}/docker/containers": Access.MEMBER,
+    "GET /api/servers/{id}/docker/stats": Access.MEMBER,
+    "GET /api/servers/{id}/docker/info": Access.MEMBER,
+    "GET /api/servers/{id}/docker/events": Access.MEMBER,
+    "GET /api/servers/{id}/docker/networks": Access.MEMBER,
+    "GET /api/servers/{id}/docker/volumes": Access.MEMBER,
+    "POST /api/servers/{id}/docker/containers/{cid}/action": Access.ADMIN,
+    "GET /api/ws/docker/logs/{server_id}": Access.MEMBER,
 }
 
 MISSING_ID = "999999"

@@ -16,6 +16,7 @@ from beeyard.server.api import (
     api_keys,
     audit,
     auth,
+    docker,
     docs,
     groups,
     health,
@@ -50,6 +51,7 @@ log = logging.getLogger("beeyard.server")
 API_MODULES = [
     health, auth, sessions, users, two_factor, api_keys, mobile, audit, docs,
     servers, groups, records, live, prometheus,
+    docker,
 ]
 
 
