@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import Api
 from tests.operations import podman as engine
 from tests.operations.conftest import AgentHost, MakeHost
+from tests.serverproc import clean_env
 
 READ = ["docker_read"]
 BOTH = ["docker_read", "docker_control"]
@@ -359,3 +362,14 @@ async def test_bad_input_is_a_clear_422(
     assert status == 426, body  # not a WebSocket upgrade
     status, body = await api.get("/api/servers/999999/docker/containers")
     assert status == 404, body
+
+
+def test_the_agent_loads_the_docker_library_only_when_asked() -> None:
+    """The SDK (and requests) cost ~10 MB resident: an agent that is never asked about
+    Docker must not import them, whatever it loads at start."""
+    code = ("import sys, beeyard.agent.cli, beeyard.agent.link, beeyard.agent.operations, "
+            "beeyard.shared.operations.docker, beeyard.agent.operations.docker as d; "
+            "print(sorted(m for m in ('docker', 'requests', 'urllib3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True, env=clean_env())
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

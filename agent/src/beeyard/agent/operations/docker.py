@@ -1,6 +1,6 @@
 """Docker on this host through the Docker SDK (docker_read / docker_control).
 
-The SDK is blocking and heavy (requests, urllib3: about 17 MB of resident memory
+The SDK is blocking and heavy (requests, urllib3: about 10 MB of resident memory
 once imported), so it is imported on the first Docker request, never at start,
 and every call into it runs in a worker thread (``asyncio.to_thread``): a slow
 engine never holds up the link's other traffic.
