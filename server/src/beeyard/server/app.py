@@ -26,6 +26,7 @@ from beeyard.server.api import (
     records,
     servers,
     sessions,
+    terminal,
     two_factor,
     users,
 )
@@ -52,6 +53,7 @@ API_MODULES = [
     health, auth, sessions, users, two_factor, api_keys, mobile, audit, docs,
     servers, groups, records, live, prometheus,
     docker,
+    terminal,
 ]
 
 
