@@ -123,6 +123,20 @@ POLICY: dict[str, Access] = {
     # the web terminal: admins only, and a channel token minted by the same principal
     "POST /api/ws/terminal/{server_id}/token": Access.ADMIN,
     "GET /api/ws/terminal/{server_id}": Access.ADMIN,
+    # files through the host's agent: members browse and fetch their own transfers,
+    # admins change files and start transfers
+    "POST /api/files/{server_id}/list": Access.MEMBER,
+    "POST /api/files/{server_id}/stat": Access.MEMBER,
+    "POST /api/files/{server_id}/read": Access.MEMBER,
+    "POST /api/files/{server_id}/write": Access.ADMIN,
+    "POST /api/files/{server_id}/delete": Access.ADMIN,
+    "POST /api/files/{server_id}/mkdir": Access.ADMIN,
+    "POST /api/files/{server_id}/move": Access.ADMIN,
+    "POST /api/files/{server_id}/download": Access.ADMIN,
+    "POST /api/files/{server_id}/upload": Access.ADMIN,
+    "GET /api/files/transfers": Access.MEMBER,
+    "GET /api/files/download/{transfer_id}": Access.MEMBER,
+    "DELETE /api/files/transfers/{transfer_id}": Access.ADMIN,
 }
 
 MISSING_ID = "999999"

@@ -18,6 +18,7 @@ from beeyard.server.api import (
     auth,
     docker,
     docs,
+    files,
     groups,
     health,
     live,
@@ -52,6 +53,7 @@ log = logging.getLogger("beeyard.server")
 API_MODULES = [
     health, auth, sessions, users, two_factor, api_keys, mobile, audit, docs,
     servers, groups, records, live, prometheus,
+    files,
     docker,
     terminal,
 ]

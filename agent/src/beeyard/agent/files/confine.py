@@ -400,3 +400,56 @@ def _verify_fd(fd: int, expected: str) -> None:
         return
     if actual != expected:
         raise Denied(_CHANGED)
+
+
+# --- for operations that act on a name itself (delete, move, mkdir) -----------
+
+
+def resolve_entry(policy: Policy, requested: object, *, must_exist: bool = True) -> Path:
+    """The real path of the entry ``requested`` names *itself*: its directory is
+    resolved like ``resolve`` (links followed, each hop checked) but a final
+    symbolic link is not followed, so delete and move act on the link, not on
+    what it points at (which may be outside the root: the link itself is not).
+    Checked as for writing: never a root, never the agent's own files, never a
+    denied name; ``must_exist=False`` lets it be missing (a move's destination)."""
+    text, parts = _parse(requested)
+    root, rest = _pick_root(policy, text, parts)
+    if not rest:
+        raise Denied("a root itself cannot be written, moved or deleted")
+    _check_deny(policy, rest)
+    parent = _walk(policy, root, rest[:-1], must_exist=True)
+    real = os.path.join(parent, rest[-1])
+    _lstat_mode(real, last=True, must_exist=must_exist)
+    _check_deny(policy, _below(root.real, real))
+    if policy.is_protected(real) or policy.holds_protected(real):
+        raise Denied(_PROTECTED)
+    if any(real == r.real for r in policy.roots):
+        raise Denied("a root itself cannot be written, moved or deleted")
+    return Path(real)
+
+
+def visible(policy: Policy, real: str) -> bool:
+    """Whether an entry met inside a root (listing a directory, walking a tree to
+    delete or move it) passes the deny patterns and is not one of the agent's own
+    files. ``real`` need not exist: a move checks where a tree's entries would go."""
+    if policy.is_protected(real):
+        return False
+    roots = [r for r in policy.roots if _within(real, r.real)]
+    if not roots:
+        return False
+    root = max(roots, key=lambda r: len(r.real))
+    return policy.denied_by(_below(root.real, real)) is None
+
+
+def open_dir(real: str | Path) -> int:
+    """Open a directory already resolved (a real path inside a root) and verify that
+    the fd is that very directory; operations by name then use it as ``dir_fd``, so
+    a directory swapped for a link after the check is refused, not followed."""
+    path = str(real)
+    fd = _open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        _verify_fd(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

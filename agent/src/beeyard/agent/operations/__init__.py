@@ -65,8 +65,23 @@ class Call:
         self._input: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._input_allowed = INPUT_WINDOW  # bytes the server may still send us
         self._consumed = 0  # input consumed since our last credit frame
-        self.on_signal: Callable[[str, Mapping[str, Any]], None] | None = None
+        self._on_signal: Callable[[str, Mapping[str, Any]], None] | None = None
+        self._early_signals: list[tuple[str, Mapping[str, Any]]] = []
         self.failure: Refused | None = None  # why the dispatcher stopped this call
+
+    @property
+    def on_signal(self) -> Callable[[str, Mapping[str, Any]], None] | None:
+        return self._on_signal
+
+    @on_signal.setter
+    def on_signal(self, fn: Callable[[str, Mapping[str, Any]], None] | None) -> None:
+        """Set the signal handler, and give it the signals that arrived before it was
+        set (the frames after a request can arrive before its handler has run)."""
+        self._on_signal = fn
+        early, self._early_signals = self._early_signals, []
+        if fn is not None:
+            for name, args in early:
+                fn(name, args)
 
     async def send(self, data: bytes, *, eof: bool = False) -> None:
         """Send stream bytes to the server, in chunks, pacing on its credit."""
@@ -140,6 +155,8 @@ class Dispatcher:
             elif frame.type == "signal":
                 if call.on_signal is not None:
                     call.on_signal(body["name"], body["args"])
+                elif len(call._early_signals) < 16:  # kept until the handler sets on_signal
+                    call._early_signals.append((body["name"], body["args"]))
             elif frame.type == "cancel":
                 log.info("call %d (%s) cancelled by the server: %s", frame.id, call.op.name,
                          body.get("reason") or "no reason given")
