@@ -27,6 +27,7 @@ from beeyard.server.api import (
     records,
     servers,
     sessions,
+    tasks,
     terminal,
     two_factor,
     users,
@@ -45,6 +46,7 @@ from beeyard.server.hub.wiring import install as install_agent_link
 from beeyard.server.services import background
 from beeyard.server.services.housekeeping import housekeeping
 from beeyard.server.services.rollups import rollups
+from beeyard.server.services.schedule import install as install_tasks
 from beeyard.server.services.throttle import throttle
 from beeyard.server.web import install as install_web_ui
 
@@ -56,6 +58,7 @@ API_MODULES = [
     files,
     docker,
     terminal,
+    tasks,
 ]
 
 
@@ -113,4 +116,5 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(database)
     install_agent_link(app)  # enrollment, agent hub, ingest writer, presence: need the pool
     app.cleanup_ctx.append(background(housekeeping, throttle, rollups))
+    install_tasks(app)  # the task runner and its cron scheduler: need the pool and the hub
     return app
