@@ -133,6 +133,9 @@ POLICY: dict[str, Access] = {
     "GET /api/servers/{id}/docker/volumes": Access.MEMBER,
     "POST /api/servers/{id}/docker/containers/{cid}/action": Access.ADMIN,
     "GET /api/ws/docker/logs/{server_id}": Access.MEMBER,
+    # traceroute from a host: admins start one, members read the outcome
+    "POST /api/servers/{id}/traceroute": Access.ADMIN,
+    "GET /api/servers/{id}/traceroute/{request_id}": Access.MEMBER,
     # the web terminal: admins only, and a channel token minted by the same principal
     "POST /api/ws/terminal/{server_id}/token": Access.ADMIN,
     "GET /api/ws/terminal/{server_id}": Access.ADMIN,

@@ -29,6 +29,7 @@ from beeyard.server.api import (
     sessions,
     tasks,
     terminal,
+    traceroute,
     two_factor,
     users,
 )
@@ -57,6 +58,7 @@ API_MODULES = [
     servers, groups, records, live, prometheus,
     files,
     docker,
+    traceroute,
     terminal,
     tasks,
 ]
