@@ -67,8 +67,29 @@ def _size_cap(policy: Policy, size: int, *, for_write: bool) -> None:
 
 async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
     """Run blocking file work in a thread; confinement refusals become replies."""
+    return await _off_loop_future(asyncio.to_thread(fn, *args))
+
+
+async def _acquire(fn: Callable[..., T], *args: Any, release: Callable[[T], None]) -> T:
+    """``_off_loop`` for work that yields a resource (an open fd, a staged temporary
+    file): if the call is cancelled while the thread runs, the thread still finishes,
+    and what it made is released when it does instead of being lost."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+
+    def abandoned(done: asyncio.Future[T]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            release(done.result())
+
     try:
-        return await asyncio.to_thread(fn, *args)
+        return await _off_loop_future(asyncio.shield(future))
+    except asyncio.CancelledError:
+        future.add_done_callback(abandoned)
+        raise
+
+
+async def _off_loop_future(future: Awaitable[T]) -> T:
+    try:
+        return await future
     except NotFound as exc:
         raise Refused("not_found", exc.reason) from None
     except Denied as exc:
@@ -475,8 +496,8 @@ def _read_piece(file: _Guarded, n: int, digest: Any) -> bytes:
 async def download(call: Call) -> dict[str, Any]:
     """Stream a file's bytes (exactly the size it had when opened), then its SHA-256."""
     policy = confine.policy_for(call.config)
-    file, size = await _off_loop(_open_download, policy, call.args["path"],
-                                 call.args["size"])
+    file, size = await _acquire(_open_download, policy, call.args["path"], call.args["size"],
+                                release=lambda opened: opened[0].close())
     digest = hashlib.sha256()
     sent = 0
     try:
@@ -513,8 +534,8 @@ async def upload(call: Call) -> dict[str, Any]:
 
     call.on_signal = on_signal
     policy = confine.policy_for(call.config)
-    staged = await _off_loop(_stage, policy, args["path"], size, args["overwrite"],
-                             args["mode"])
+    staged = await _acquire(_stage, policy, args["path"], size, args["overwrite"],
+                            args["mode"], release=Staged.discard)
     try:
         while True:
             data = await call.receive()
