@@ -64,11 +64,23 @@ def check(lock: dict[str, Any]) -> list[str]:
     known = set(lock["packages"])
     if VENDOR.is_dir():
         problems += [
-            f"{p.name}: folder not in vendor.json"
-            for p in sorted(VENDOR.iterdir())
-            if p.is_dir() and p.name not in known
+            f"{name}: folder not in vendor.json"
+            for name in package_folders()
+            if name not in known
         ]
     return problems
+
+
+def package_folders() -> list[str]:
+    """The package names that have a folder under ``VENDOR``; a scoped package
+    (``@xterm/xterm``) sits one level down, in its scope's folder."""
+    names = []
+    for p in sorted(VENDOR.iterdir()):
+        if p.is_dir() and p.name.startswith("@"):
+            names += [f"{p.name}/{q.name}" for q in sorted(p.iterdir()) if q.is_dir()]
+        elif p.is_dir():
+            names.append(p.name)
+    return names
 
 
 def relative_files(folder: Path) -> list[str]:

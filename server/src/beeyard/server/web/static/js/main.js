@@ -7,6 +7,7 @@ import { Fleet } from "./fleet.js";
 import { enrollView } from "./views/enroll.js";
 import { fleetView } from "./views/fleet.js";
 import { serverView } from "./views/server.js";
+import { terminalView } from "./views/terminal.js";
 
 const app = document.getElementById("app");
 const nav = document.getElementById("nav");
@@ -127,7 +128,7 @@ function stopViews() {
   session = null;
 }
 
-/** Render the view of the current hash: #/, #/servers/ID, #/add. */
+/** Render the view of the current hash: #/, #/servers/ID, #/servers/ID/terminal, #/add. */
 function showView() {
   if (!session) return;
   cleanup();
@@ -135,7 +136,10 @@ function showView() {
   mount(app, session.status, root);
   const hash = location.hash.replace(/^#/, "") || "/";
   const server = hash.match(/^\/servers\/(\d+)$/);
-  if (server) cleanup = serverView(root, Number(server[1]));
+  const terminal = hash.match(/^\/servers\/(\d+)\/terminal$/);
+  const admin = session.me.user?.role === "admin";
+  if (server) cleanup = serverView(root, Number(server[1]), { admin });
+  else if (terminal && admin) cleanup = terminalView(root, Number(terminal[1]));
   else if (hash === "/add" && session.me.user?.role === "admin") cleanup = enrollView(root);
   else cleanup = fleetView(root, session.fleet, session.me);
 }

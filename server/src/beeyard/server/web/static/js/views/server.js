@@ -79,11 +79,15 @@ const flatten = (p) => ({ ts: p.ts, values: Object.fromEntries(
 
 /** Render the detail page of server `id`; returns a cleanup function. Follows the server
  * on a stream of its own (full metrics for the facts, every sample for the charts). */
-export function serverView(root, id) {
+export function serverView(root, id, { admin = false } = {}) {
   let fleet = null; // opened once the server is known to exist
   let unsubscribe = () => {};
   const factsBox = h("div", {});
   const title = h("h1", {}, `Server ${id}`);
+  // Shown to admins when the agent reported the terminal capability (its own config).
+  const terminalLink = h("a", { href: `#/servers/${id}/terminal`, class: "button", id: "open-terminal" },
+    "Terminal");
+  const terminalSlot = h("span", { class: "button" });
   const liveGrid = h("div", { class: "charts", id: "live-charts" });
   const historyGrid = h("div", { class: "charts", id: "history-charts" });
   const historyNote = h("small", { class: "muted", id: "history-tier" });
@@ -98,7 +102,8 @@ export function serverView(root, id) {
 
   mount(root,
     h("p", {}, h("a", { href: "#/" }, "← Servers")),
-    h("section", { class: "card wide" }, title, message, factsBox),
+    h("section", { class: "card wide" }, h("div", { class: "heading" }, title, terminalSlot), message,
+      factsBox),
     h("section", { class: "card wide" },
       h("div", { class: "heading" }, h("h2", {}, "Live · last 15 minutes")), liveGrid),
     h("section", { class: "card wide" },
@@ -113,6 +118,8 @@ export function serverView(root, id) {
       return;
     }
     title.textContent = server.name;
+    const terminal = admin && fleet.isOnline(server) && (server.capabilities ?? []).includes("terminal");
+    mount(terminalSlot, terminal ? terminalLink : null);
     mount(factsBox, facts(server, fleet.isOnline(server)));
   }
 
