@@ -162,6 +162,21 @@ async def test_cancel_kills_the_whole_process_group(
     await _gone(pids)
 
 
+async def test_a_command_that_ignores_sigterm_is_killed(
+        client: TestClient[Any, Any], agent_host: MakeHost, tmp_path: Path) -> None:
+    host = await agent_host(capabilities=["exec"])
+    pids_file = tmp_path / "pids"
+    script = ("import os, signal, sys, time\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+              "time.sleep(300)\n")
+    call = start(client, host.server_id, argv=[PY, "-c", script, str(pids_file)], timeout=1)
+    pids = await _pids_from(pids_file, 1)
+    _, result = await collect(call)
+    assert result["timed_out"] and result.get("signal") == 9  # SIGKILL after the grace
+    await _gone(pids)
+
+
 async def test_children_left_behind_are_killed_when_the_command_exits(
         client: TestClient[Any, Any], agent_host: MakeHost, tmp_path: Path) -> None:
     host = await agent_host(capabilities=["exec"])

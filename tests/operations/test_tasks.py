@@ -20,6 +20,7 @@ from tests.conftest import Api
 from tests.operations.conftest import MakeHost, pids_alive, wait_online
 
 from beeyard.server.services.schedule import MISSED_GRACE, tick
+from beeyard.server.services.tasks import RUNNER
 
 PY = sys.executable
 
@@ -219,6 +220,35 @@ async def test_output_streams_over_sse_while_the_command_runs(
     assert late[-1][0] == "end"
     status, out = await api.get(f"/api/tasks/{task['id']}/runs/999999/events")
     assert status == 404
+
+    # once this process has let the run go, the same comes from the database
+    client.app[RUNNER].runs.pop(started["id"], None)
+    stored = [e async for e in events(client, path)]
+    assert "".join(d["text"] for n, d in stored if n == "output") == "first\nsecond\n"
+    assert stored[-1] == ("end", {"run_id": started["id"], "state": "finished"})
+    assert [d["state"] for n, d in stored if n == "state"] == ["succeeded"]
+
+
+async def test_sse_of_a_run_another_replica_runs_polls_the_database(
+        api: Api, agent_host: MakeHost, client: TestClient[Any, Any], tmp_path: Path) -> None:
+    host = await agent_host(capabilities=["exec"])
+    gate = tmp_path / "gate"
+    script = ("import os, time\nprint('early', flush=True)\n"
+              f"while not os.path.exists({str(gate)!r}): time.sleep(0.02)\nprint('late')\n")
+    task = await make_task(api, argv=[PY, "-c", script], server_ids=[host.server_id])
+    started = await run(api, task["id"])
+    client.app[RUNNER].runs.pop(started["id"])  # as a replica that does not run it sees it
+    path = f"/api/tasks/{task['id']}/runs/{started['id']}/events"
+    text = ""
+    async with asyncio.timeout(30):
+        async for name, data in events(client, path):
+            if name == "output":
+                text += data["text"]
+                if text == "early\n":  # flushed to the database while still running
+                    gate.touch()
+            last = (name, data)
+    assert text == "early\nlate\n"
+    assert last == ("end", {"run_id": started["id"], "state": "finished"})
 
 
 async def test_output_cap_truncates(api: Api, agent_host: MakeHost) -> None:

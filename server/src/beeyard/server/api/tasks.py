@@ -4,11 +4,11 @@ A task holds an ``argv`` list or a ``shell`` line (which runs only where the
 host's agent sets ``exec.allow_shell``), exactly one target (``server_ids``,
 ``group_id`` or ``tag_id``), a ``timeout``, an output cap (``max_output``) and an
 optional ``schedule`` (five-field cron, UTC). ``POST .../run`` starts a run and
-answers 202 with its per-server results (queued, or already ``denied`` /
-``offline``); its progress and output stream as Server-Sent Events from
-``.../runs/{run_id}/events``; a finished server's output is plain text at
-``.../servers/{server_id}/log``, cacheable once finished. Every route is admin
-only: a command runs with whatever rights the agent's ``exec.user`` has.
+answers 202 with its per-server results (``queued`` at first); its progress and
+output stream as Server-Sent Events from ``.../runs/{run_id}/events``; a finished
+server's output is plain text at ``.../servers/{server_id}/log``, cacheable once
+finished. Every route is admin only: a command runs with whatever rights the
+agent's ``exec.user`` has.
 """
 
 from __future__ import annotations
@@ -397,7 +397,7 @@ async def run_events(request: web.Request) -> web.StreamResponse:
                 await resp.write(b"".join(_event(n, d) for n, d in batch))
                 if any(n == "end" for n, _ in batch):
                     return resp
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:
         pass  # the client went away
     return resp
 

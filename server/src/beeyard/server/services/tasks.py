@@ -280,13 +280,27 @@ class Runner:
         flushed_at = time.monotonic()
         try:
             async with asyncio.timeout(command["timeout"] + ANSWER_SLACK):
-                while (chunk := await call.receive()) is not None:
+                while True:
+                    # output not yet in the database goes there within FLUSH_INTERVAL,
+                    # whether or not more follows (other replicas read it from there)
+                    due = None
+                    if part.flushed < len(part.output):
+                        due = flushed_at + FLUSH_INTERVAL - time.monotonic()
+                        if due <= 0:
+                            await self._flush(run, part)
+                            flushed_at, due = time.monotonic(), None
+                    try:
+                        async with asyncio.timeout(due):
+                            chunk = await call.receive()
+                    except TimeoutError:
+                        await self._flush(run, part)
+                        flushed_at = time.monotonic()
+                        continue
+                    if chunk is None:
+                        break
                     text = part.take(chunk)
                     if text:
                         run.publish("output", {"server_id": part.server_id, "text": text})
-                    if time.monotonic() - flushed_at >= FLUSH_INTERVAL:
-                        await self._flush(run, part)
-                        flushed_at = time.monotonic()
                 result = await call.wait(ANSWER_SLACK)
         except TimeoutError:
             call.cancel("no answer from the agent in time")
