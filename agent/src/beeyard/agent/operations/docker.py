@@ -317,9 +317,9 @@ def _event(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _events(client: Any, since: int | None, until: int | None, limit: int) -> dict[str, Any]:
-    """Recent events between since and until; until is at most now, so the engine ends
-    the stream itself (an events call never turns into a follow)."""
+def events_window(since: int | None, until: int | None) -> tuple[int, int]:
+    """The window to ask for: until at most now, so that the engine ends the stream
+    itself (an events call never turns into a follow); since an hour before by default."""
     now = int(time.time())
     until = now if until is None else min(until, now)
     since = until - 3600 if since is None else since
@@ -327,6 +327,11 @@ def _events(client: Any, since: int | None, until: int | None, limit: int) -> di
         raise Refused("invalid", f"since ({since}) is after until ({until})")
     if until - since > MAX_EVENTS_WINDOW:
         raise Refused("invalid", f"since and until may be at most {MAX_EVENTS_WINDOW} s apart")
+    return since, until
+
+
+def _events(client: Any, since: int, until: int, limit: int) -> dict[str, Any]:
+    """The events between since and until, both inclusive, the newest ``limit`` kept."""
     kept: list[dict[str, Any]] = []
     total = 0
     # Both ends inclusive, to the second. Podman leaves out the events of until's own
@@ -421,9 +426,9 @@ async def stats(call: Call) -> dict[str, Any]:
 
 
 async def events(call: Call) -> dict[str, Any]:
-    a = call.args
+    since, until = events_window(call.args["since"], call.args["until"])
     return await _engine(call, "the event list",
-                         lambda c: _events(c, a["since"], a["until"], a["limit"]))
+                         lambda c: _events(c, since, until, call.args["limit"]))
 
 
 async def networks(call: Call) -> dict[str, Any]:
