@@ -235,3 +235,30 @@ async def test_runs_as_the_configured_user(
     assert result["exit_code"] == 0
     text = out.decode()
     assert "uid=65534(nobody)" in text and "groups=" in text and "(root)" not in text
+
+
+BAD_ARGS = [
+    {"argv": "/bin/true"},  # not a list
+    {"argv": [1, 2]},
+    {"argv": []},
+    {"argv": ["/bin/true"], "timeout": -1},
+    {"argv": ["/bin/true"], "timeout": True},
+    {"argv": ["/bin/true"], "env": {"X": 1}},
+    {"argv": ["/bin/true"], "env": {"X=Y": "1"}},
+    {"argv": ["/bin/true"], "cwd": "relative/dir"},
+    {"argv": ["/bin/true"], "run_as": "root"},  # unknown keys are refused, not ignored
+    {"shell": ["echo", "hi"]},
+    {"argv": ["x" * 5000]},
+]
+
+
+async def test_bad_requests_are_refused_and_the_agent_carries_on(
+        client: TestClient[Any, Any], agent_host: MakeHost) -> None:
+    host = await agent_host(capabilities=["exec"], exec={"allow_shell": True})
+    for args in BAD_ARGS:
+        with pytest.raises(RemoteError) as err:
+            await collect(start(client, host.server_id, **args))
+        assert err.value.code == "invalid", (args, err.value.reason)
+    out, result = await collect(start(client, host.server_id, argv=["/bin/echo", "still here"]))
+    assert out == b"still here\n" and result["exit_code"] == 0
+    assert host.proc is not None and host.proc.poll() is None
