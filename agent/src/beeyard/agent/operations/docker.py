@@ -486,6 +486,7 @@ async def logs(call: Call) -> dict[str, Any]:
                 hand(exc)
         finally:
             _close_stream(stream)
+            log.debug("the log reader of %s ended", what)
             with contextlib.suppress(RuntimeError):  # the loop is gone
                 loop.call_soon_threadsafe(ended.set)
 
