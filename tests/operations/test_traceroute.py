@@ -189,6 +189,28 @@ async def test_two_hops_through_a_router_namespace(
                 assert result["state"] == "done" and result["reached"] is False, result
                 assert result["hops"][0]["address"] == path.router_addr
                 assert len(result["hops"]) == 3
+
+                # at most 4 at once on a host: a fifth is refused as busy (429)
+                ids = []
+                for _ in range(5):
+                    status, body = await api.post(
+                        f"/api/servers/{host.server_id}/traceroute",
+                        {"target": unknown, "max_hops": 8, "timeout": 0.5})
+                    assert status == 202, body
+                    ids.append(body["data"]["request_id"])
+                outcomes = []
+                for rid in ids:
+                    deadline = time.monotonic() + 30
+                    while True:
+                        status, got = await api.get(
+                            f"/api/servers/{host.server_id}/traceroute/{rid}")
+                        if got["data"]["state"] != "running":
+                            break
+                        assert time.monotonic() < deadline, got
+                        await asyncio.sleep(0.1)
+                    outcomes.append(got["data"])
+                assert [o["state"] for o in outcomes] == ["done"] * 4 + ["failed"], outcomes
+                assert outcomes[4]["status"] == 429 and "4 traceroutes" in outcomes[4]["error"]
             finally:
                 host.stop()
 

@@ -16,6 +16,7 @@ probe timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import select
@@ -155,12 +156,46 @@ def trace(target: str, max_hops: int, timeout: float, stop: threading.Event) -> 
             "hops": hops, "reached": reached}
 
 
+MAX_RUNNING = 4  # traceroutes at once on this host; beyond, the agent answers busy
+_running = 0
+
+
 async def run(call: Call) -> dict[str, Any]:
+    """Trace in a thread of its own (a trace of silent hops lasts minutes: it must not
+    hold one of the few workers of the shared pool that file and Docker calls use)."""
+    global _running
+    if _running >= MAX_RUNNING:
+        raise Refused("busy", f"this host is already running {MAX_RUNNING} traceroutes")
     a = call.args
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[dict[str, Any]] = loop.create_future()
     stop = threading.Event()
+
+    def settle(result: dict[str, Any] | None, exc: BaseException | None) -> None:
+        if done.done():
+            return
+        if exc is not None:
+            done.set_exception(exc)
+        else:
+            assert result is not None
+            done.set_result(result)
+
+    def work() -> None:
+        try:
+            result = trace(a["target"], a["max_hops"], a["timeout"], stop)
+        except BaseException as exc:  # handed to the call, which answers with it
+            outcome: tuple[dict[str, Any] | None, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the agent is stopping
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    _running += 1
     try:
-        return await asyncio.to_thread(trace, a["target"], a["max_hops"], a["timeout"], stop)
+        threading.Thread(target=work, name="traceroute", daemon=True).start()
+        return await done
     finally:
+        _running -= 1
         stop.set()  # a cancelled call: the thread ends after its current probe
 
 
