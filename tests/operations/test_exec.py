@@ -5,7 +5,9 @@ process group, the concurrency cap, and the agent's own refusals."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from tests.operations.conftest import MakeHost, pids_alive
 
+from beeyard.agent.config import ExecConfig
 from beeyard.server.hub.agents import HUB
 from beeyard.server.hub.calls import Call, RemoteError
 
@@ -262,3 +265,15 @@ async def test_bad_requests_are_refused_and_the_agent_carries_on(
     out, result = await collect(start(client, host.server_id, argv=["/bin/echo", "still here"]))
     assert out == b"still here\n" and result["exit_code"] == 0
     assert host.proc is not None and host.proc.poll() is None
+
+
+def test_the_documented_exec_defaults_are_the_real_ones() -> None:
+    """docs/agent.md lists the [exec] keys with their defaults; they must be the code's."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
+    rows = dict(re.findall(r"^\| `\[exec\] (\w+)` \| `([^`]*)`", docs, re.M))
+    defaults = {f.name: f.default for f in dataclasses.fields(ExecConfig)}
+    assert set(rows) == set(defaults)
+    for name, shown in rows.items():
+        value = defaults[name]
+        want = str(value).lower() if isinstance(value, bool) else str(value)
+        assert shown.strip('"') == want, (name, shown, value)

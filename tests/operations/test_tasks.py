@@ -184,6 +184,14 @@ async def test_group_and_tag_targets_with_shell_allowed(
         assert set(results) == {a.server_id, b.server_id}
         assert all(r["state"] == "succeeded" and r["output"].startswith("42 from ")
                    for r in results.values()), results
+    # deleting the group leaves its task without a target: it refuses to run
+    status, _ = await api.delete(f"/api/server-groups/{group_id}")
+    assert status == 200
+    status, out = await api.get("/api/tasks")
+    grouped = [t for t in out["data"] if t["tag_id"] is None]
+    assert len(grouped) == 1 and grouped[0]["group_id"] is None
+    status, out = await api.post(f"/api/tasks/{grouped[0]['id']}/run", {})
+    assert status == 409 and "no target servers" in out["error"]
 
 
 async def test_output_streams_over_sse_while_the_command_runs(
