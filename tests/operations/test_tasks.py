@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import Api
 from tests.operations.conftest import MakeHost, pids_alive, wait_online
 
-from beeyard.server.services.schedule import MISSED_GRACE, tick
+from beeyard.server.services.schedule import MISSED_GRACE, keep_runs, tick
 from beeyard.server.services.tasks import RUNNER
 
 PY = sys.executable
@@ -462,3 +462,27 @@ async def test_bad_ids(api: Api, path: str) -> None:
     await api.login()
     status, out = await api.get(path)
     assert status in (404, 422) and "error" in out
+
+
+async def test_runs_of_a_replica_that_died_are_not_left_running(
+        api: Api, agent_host: MakeHost, client: TestClient[Any, Any],
+        db: asyncpg.Connection) -> None:
+    host = await agent_host(capabilities=["exec"])
+    task = await make_task(api, argv=["sleep", "30"], server_ids=[host.server_id])
+    mine = await run(api, task["id"])  # running here: its heartbeat is kept up
+    orphan = await db.fetchval(  # as a replica that died mid-run left it
+        """INSERT INTO task_runs (task_id, trigger, command, heartbeat_at)
+           VALUES ($1, 'manual', '{}', now() - interval '10 minutes') RETURNING id""",
+        task["id"])
+    await db.execute("INSERT INTO task_results (run_id, server_id, server_name, state) "
+                     "VALUES ($1, $2, 'x', 'running')", orphan, host.server_id)
+    await db.execute("UPDATE task_runs SET heartbeat_at = now() - interval '10 minutes' "
+                     "WHERE id = $1", mine["id"])
+    assert await keep_runs(client.app) == [orphan]
+    status, out = await api.get(f"/api/tasks/{task['id']}/runs/{orphan}")
+    assert out["data"]["state"] == "cancelled"
+    assert "stopped before it finished" in out["data"]["results"][0]["reason"]
+    status, out = await api.get(f"/api/tasks/{task['id']}/runs/{mine['id']}")
+    assert out["data"]["state"] == "running"  # beaten, not abandoned
+    status, out = await api.post(f"/api/tasks/{task['id']}/runs/{mine['id']}/cancel", {})
+    assert status == 202

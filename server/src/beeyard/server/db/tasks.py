@@ -216,6 +216,29 @@ async def output_of(db: Db, task_id: int, run_id: int,
         task_id, run_id, server_id)
 
 
+async def beat(db: Db, run_ids: list[int]) -> None:
+    """The runs this replica is running are still alive."""
+    await db.execute("UPDATE task_runs SET heartbeat_at = now() "
+                     "WHERE id = ANY($1::bigint[]) AND state = 'running'", run_ids)
+
+
+async def abandon_stale(pool: asyncpg.Pool, silent_for: dt.timedelta) -> list[int]:
+    """Runs still 'running' whose replica stopped beating ``silent_for`` ago (it died):
+    mark them and their unfinished results cancelled, so none stays running forever."""
+    async with pool.acquire() as conn, conn.transaction():
+        ids = [r["id"] for r in await conn.fetch(
+            """UPDATE task_runs SET state = 'cancelled', finished_at = now()
+                WHERE state = 'running' AND heartbeat_at < now() - $1::interval
+            RETURNING id""", silent_for)]
+        if ids:
+            await conn.execute(
+                """UPDATE task_results SET state = 'cancelled', finished_at = now(),
+                          reason = 'the control plane running it stopped before it finished'
+                    WHERE run_id = ANY($1::bigint[]) AND state IN ('queued', 'running')""",
+                ids)
+    return ids
+
+
 # -- the schedule ----------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ log = logging.getLogger("beeyard.server.schedule")
 
 INTERVAL = 10.0  # seconds between looks for due tasks (a firing is at most this late)
 MISSED_GRACE = dt.timedelta(minutes=5)  # a firing missed by more is skipped, not run late
+STALE = dt.timedelta(minutes=2)  # a running run's heartbeat older than this: its replica died
 SCHEDULER = Starter(user_id=None, actor="scheduler", kind=None)
 
 
@@ -62,7 +63,23 @@ async def tick(app: web.Application, at: dt.datetime | None = None) -> list[int]
     return started
 
 
+async def keep_runs(app: web.Application) -> list[int]:
+    """Beat for the runs this replica runs; cancel those whose replica went silent.
+    The ids of the runs abandoned."""
+    pool = app[context.POOL]
+    runner = app[RUNNER]
+    mine = [run_id for run_id, run in runner.runs.items() if not run.done.is_set()]
+    if mine:
+        await tasks_db.beat(pool, mine)
+    abandoned = await tasks_db.abandon_stale(pool, STALE)
+    if abandoned:
+        log.warning("runs %s: their control plane stopped beating; marked cancelled",
+                    ", ".join(map(str, abandoned)))
+    return abandoned
+
+
 async def _tick(app: web.Application) -> None:
+    await keep_runs(app)
     await tick(app)
 
 

@@ -40,9 +40,13 @@ CREATE TABLE task_runs (
                  CHECK (state IN ('running', 'finished', 'cancelled')),
     command      jsonb NOT NULL,           -- what was run: argv or shell, timeout, cap, cwd, env
     started_at   timestamptz NOT NULL DEFAULT now(),
-    finished_at  timestamptz
+    finished_at  timestamptz,
+    -- the replica running it touches this every few seconds; a running run whose
+    -- heartbeat stopped (that replica died) is marked cancelled by any other
+    heartbeat_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX task_runs_task ON task_runs (task_id, id DESC);
+CREATE INDEX task_runs_running ON task_runs (heartbeat_at) WHERE state = 'running';
 
 -- Output is kept as bytes (a command may write anything, NUL included), at most
 -- the task's max_output per server; the API shows it as UTF-8 text.
