@@ -150,6 +150,7 @@ POLICY: dict[str, Access] = {
     "POST /api/files/{server_id}/move": Access.ADMIN,
     "POST /api/files/{server_id}/download": Access.ADMIN,
     "POST /api/files/{server_id}/upload": Access.ADMIN,
+    "PUT /api/files/{server_id}/upload": Access.ADMIN,
     "GET /api/files/transfers": Access.MEMBER,
     "GET /api/files/download/{transfer_id}": Access.MEMBER,
     "DELETE /api/files/transfers/{transfer_id}": Access.ADMIN,

@@ -8,8 +8,8 @@ Browse and edit (``list``, ``stat``, ``read``, ``write``, ``delete``, ``mkdir``,
   /api/files/download/{transfer_id}`` streams the bytes as they come from the
   agent, with ``Content-Length`` and ``Content-Disposition``. A transfer is
   fetched once.
-- upload: one request, what ``curl -T FILE URL`` sends: ``POST
-  /api/files/{server_id}/upload?path=...[&sha256=...][&overwrite=false]`` with the
+- upload: one request, what ``curl -T FILE URL`` sends: ``POST`` (or ``PUT``, as
+  ``curl -T`` does) ``/api/files/{server_id}/upload?path=...[&sha256=...]`` with the
   file as the raw body and a ``Content-Length``. The transfer is created when the
   request arrives (so it is listed with its progress while the body streams) and
   the answer, once the agent has verified and renamed the file, is the finished
@@ -421,6 +421,10 @@ ROUTES: list[Route] = [
           tags=TAGS, status=201, response=_TRANSFER, extra_statuses=(*_ERR, 429))(
               create_download),
     route("POST", f"{_FILES}/upload", Access.ADMIN, "files.upload", query=UPLOAD_QUERY,
+          tags=TAGS, status=201, response=_TRANSFER, max_body=UPLOAD_MAX_BODY,
+          extra_statuses=(*_ERR, 411, 429))(upload),
+    # curl -T sends PUT: the same upload, so that the shortest command works too
+    route("PUT", f"{_FILES}/upload", Access.ADMIN, "files.upload_put", query=UPLOAD_QUERY,
           tags=TAGS, status=201, response=_TRANSFER, max_body=UPLOAD_MAX_BODY,
           extra_statuses=(*_ERR, 411, 429))(upload),
     route("GET", "/api/files/transfers", Access.MEMBER, "files.transfers", tags=TAGS,
