@@ -61,21 +61,27 @@ class Session:
     # -- the PTY's output --------------------------------------------------------
 
     def _on_readable(self) -> None:
-        try:
-            data = os.read(self.master, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError:  # EIO: every slave side is closed
-            data = b""
-        if data:
-            self._out += data
-            self.bytes_out += len(data)
-            self.active = time.monotonic()
-            if len(self._out) >= HIGH_WATER:
+        """Take everything the PTY holds now (a read returns one tty buffer, a few
+        KiB, so a single read per wake-up would cut fast output into tiny frames)."""
+        got = 0
+        while len(self._out) < HIGH_WATER:
+            try:
+                data = os.read(self.master, READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError:  # EIO: every slave side is closed
+                data = b""
+            if not data:
+                self._out_eof = True
                 self._stop_reading()
+                break
+            self._out += data
+            got += len(data)
         else:
-            self._out_eof = True
-            self._stop_reading()
+            self._stop_reading()  # until the sender catches up
+        if got:
+            self.bytes_out += got
+            self.active = time.monotonic()
         self._out_ready.set()
 
     def _start_reading(self) -> None:
