@@ -8,6 +8,9 @@ import { enrollView } from "./views/enroll.js";
 import { fleetView } from "./views/fleet.js";
 import { serverView } from "./views/server.js";
 import { terminalView } from "./views/terminal.js";
+import { dockerView } from "./views/docker.js";
+import { filesView } from "./views/files.js";
+import { taskView, tasksView } from "./views/tasks.js";
 
 const app = document.getElementById("app");
 const nav = document.getElementById("nav");
@@ -98,6 +101,7 @@ function showHome(me) {
   });
   mount(nav,
     h("a", { href: "#/" }, "Servers"),
+    user.role === "admin" ? h("a", { href: "#/tasks", id: "nav-tasks" }, "Tasks") : null,
     user.role === "admin" ? h("a", { href: "#/add", id: "nav-add" }, "Add a server") : null,
     docsLinks(),
     h("span", { class: "who" }, h("span", { id: "current-user" }, user.username), " · ", user.role),
@@ -128,7 +132,8 @@ function stopViews() {
   session = null;
 }
 
-/** Render the view of the current hash: #/, #/servers/ID, #/servers/ID/terminal, #/add. */
+/** Render the view of the current hash: #/, #/servers/ID, #/servers/ID/terminal|files|docker,
+ * #/tasks, #/tasks/ID, #/add. */
 function showView() {
   if (!session) return;
   cleanup();
@@ -137,9 +142,16 @@ function showView() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const server = hash.match(/^\/servers\/(\d+)$/);
   const terminal = hash.match(/^\/servers\/(\d+)\/terminal$/);
+  const files = hash.match(/^\/servers\/(\d+)\/files(?:\?path=(.*))?$/);
+  const docker = hash.match(/^\/servers\/(\d+)\/docker$/);
+  const task = hash.match(/^\/tasks\/(\d+)(?:\?run=(\d+))?$/);
   const admin = session.me.user?.role === "admin";
   if (server) cleanup = serverView(root, Number(server[1]), { admin });
   else if (terminal && admin) cleanup = terminalView(root, Number(terminal[1]));
+  else if (files) cleanup = filesView(root, Number(files[1]), { admin, path: files[2] ? decodeURIComponent(files[2]) : null });
+  else if (docker) cleanup = dockerView(root, Number(docker[1]), { admin });
+  else if (hash === "/tasks" && admin) cleanup = tasksView(root);
+  else if (task && admin) cleanup = taskView(root, Number(task[1]), task[2] ? Number(task[2]) : null);
   else if (hash === "/add" && session.me.user?.role === "admin") cleanup = enrollView(root);
   else cleanup = fleetView(root, session.fleet, session.me);
 }

@@ -88,6 +88,10 @@ export function serverView(root, id, { admin = false } = {}) {
   const terminalLink = h("a", { href: `#/servers/${id}/terminal`, class: "button", id: "open-terminal" },
     "Terminal");
   const terminalSlot = h("span", { class: "button" });
+  // Files and containers: shown when the agent allows them (members may read both).
+  const filesLink = h("a", { href: `#/servers/${id}/files`, class: "button", id: "open-files" }, "Files");
+  const dockerLink = h("a", { href: `#/servers/${id}/docker`, class: "button", id: "open-docker" }, "Containers");
+  const opsSlot = h("span", { class: "ops" });
   const liveGrid = h("div", { class: "charts", id: "live-charts" });
   const historyGrid = h("div", { class: "charts", id: "history-charts" });
   const historyNote = h("small", { class: "muted", id: "history-tier" });
@@ -102,7 +106,7 @@ export function serverView(root, id, { admin = false } = {}) {
 
   mount(root,
     h("p", {}, h("a", { href: "#/" }, "← Servers")),
-    h("section", { class: "card wide" }, h("div", { class: "heading" }, title, terminalSlot), message,
+    h("section", { class: "card wide" }, h("div", { class: "heading" }, title, opsSlot, terminalSlot), message,
       factsBox),
     h("section", { class: "card wide" },
       h("div", { class: "heading" }, h("h2", {}, "Live · last 15 minutes")), liveGrid),
@@ -120,6 +124,9 @@ export function serverView(root, id, { admin = false } = {}) {
     title.textContent = server.name;
     const terminal = admin && fleet.isOnline(server) && (server.capabilities ?? []).includes("terminal");
     mount(terminalSlot, terminal ? terminalLink : null);
+    const caps = fleet.isOnline(server) ? server.capabilities ?? [] : [];
+    mount(opsSlot, caps.includes("files") ? filesLink : null,
+      caps.includes("docker_read") ? dockerLink : null);
     mount(factsBox, facts(server, fleet.isOnline(server)));
   }
 
