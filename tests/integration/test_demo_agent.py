@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shlex
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ import pytest
 from serverproc import (
     ServerProcess,
     alive,
+    clean_env,
     postgres_processes,
     request,
     running_server,
@@ -106,6 +109,19 @@ def test_demo_shows_this_machine_live_and_reuses_its_enrollment(data_dir: Path) 
         server_id = listed[0]["id"]
         _wait_output(server, f"This machine ({socket.gethostname()}) is enrolled as server "
                              f"{server_id} and live at http://127.0.0.1:{server.port}/")
+        # The printed hint works as printed: the terminal is granted and the server told.
+        _wait_output(server, "To try the web terminal for half an hour: ")
+        hint = server.output().split("To try the web terminal for half an hour: ", 1)[1]
+        granted = subprocess.run(shlex.split(hint.splitlines()[0]), capture_output=True,
+                                 text=True, timeout=60, check=False, env=clean_env())
+        assert granted.returncode == 0, granted.stdout + granted.stderr
+        deadline = time.monotonic() + 30
+        while True:
+            one = request(server.port, "GET", f"/api/servers/{server_id}", headers=headers)
+            if "terminal" in one.json()["data"]["capabilities"]:
+                break
+            assert time.monotonic() < deadline, one.body
+            time.sleep(0.2)
         # Nothing outside the data directory: config, token (0600) and spool are in it.
         agent_dir = data_dir / "agent"
         assert (agent_dir / "agent.toml").is_file()

@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -169,6 +170,11 @@ class DemoAgent:
         if await self._wait_live(server_id):
             self.say(f"This machine ({socket.gethostname()}) is enrolled as server {server_id} "
                      f"and live at {self.ui_url}")
+            # Remote operations stay off unless the host turns them on: say how, once.
+            agent = Path(sys.executable).with_name("beeyard-agent")
+            self.say(f"Its terminal, files, Docker and commands are off (the agent's own "
+                     f"policy). To try the web terminal for half an hour: {agent} grant "
+                     f"terminal --for 30m --config {self.config_path}")
         assert self.proc is not None
         code = await self.proc.wait()
         if self.stopping:
