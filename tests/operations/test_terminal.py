@@ -8,10 +8,12 @@ those must leave no process of the shell's session behind within 2 s."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,6 +21,8 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import Api
 from tests.operations.conftest import MakeHost
 from tests.operations.terminal_client import alive, open_terminal, wait_dead
+
+from beeyard.agent.config import TerminalConfig
 
 SH = {"shell": "/bin/sh"}
 PIDS = r"PIDS:(\d+):(\d+)\b"
@@ -196,3 +200,13 @@ async def test_refusals_of_the_agent_itself(api: Api, agent_host: MakeHost,
 def test_output_is_not_mistaken_for_a_prompt() -> None:
     """The regexes above match output, not the echo of what was typed."""
     assert re.search(PIDS.encode(), b"sleep 1000 & echo PIDS:$$:$!") is None
+
+
+def test_the_documented_terminal_defaults_are_the_real_ones() -> None:
+    """docs/agent.md lists the [terminal] keys with their defaults; they must be the code's."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
+    rows = dict(re.findall(r"^\| `\[terminal\] (\w+)` \| `([^`]*)`", docs, re.M))
+    defaults = {f.name: f.default for f in dataclasses.fields(TerminalConfig)}
+    assert set(rows) == set(defaults)
+    for name, shown in rows.items():
+        assert shown.strip('"') == str(defaults[name]), (name, shown)

@@ -9,11 +9,13 @@ import json
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 from tests.conftest import Api
 from tests.operations.conftest import MakeHost
-from tests.operations.terminal_client import connect, mint, open_terminal, refused
+from tests.operations.terminal_client import connect, mint, open_terminal, refused, wait_dead
 
+from beeyard.server.api import terminal as terminal_api
 from beeyard.server.api.terminal import channel_tokens, sessions
 from beeyard.server.hub.agents import HUB
 from beeyard.server.hub.calls import RemoteError
@@ -192,3 +194,32 @@ async def test_bad_frames_from_the_server_cannot_hurt_the_agent(
     host_log = host.output()
     assert "ignored unknown signal 'explode'" in host_log and "ignored a resize" in host_log
     assert "Traceback" not in host_log
+
+
+async def test_signing_out_ends_an_open_terminal(
+        api: Api, agent_host: MakeHost, monkeypatch: pytest.MonkeyPatch,
+        db: asyncpg.Connection) -> None:
+    monkeypatch.setattr(terminal_api, "REAUTH", 0.2)
+    host = await agent_host(capabilities=["terminal"], terminal=SH)
+    term = await open_terminal(api, host.server_id)
+    pids = await start_pids(term)
+    status, _ = await api.post("/api/auth/logout")
+    assert status == 200
+    async with asyncio.timeout(10):
+        while not term.ws.closed:
+            await term.ws.receive()
+    assert term.ws.close_code == 4001
+    await wait_dead(pids, 2.0)
+    for _ in range(100):
+        ended = await db.fetchval("SELECT detail->>'ended' FROM audit_logs WHERE action = "
+                                  "'terminal.end' AND target = $1", f"server:{host.server_id}")
+        if ended:
+            break
+        await asyncio.sleep(0.05)
+    assert ended == "credential_revoked"
+
+
+async def start_pids(term: Any) -> list[int]:
+    await term.type("sleep 1000 & echo PIDS:$$:$!\r")
+    match = await term.read_until(r"PIDS:(\d+):(\d+)\b")
+    return [int(match.group(1)), int(match.group(2))]
