@@ -265,3 +265,14 @@ def _get(value: Any, path: tuple[Any, ...]) -> Any:
     for key in path:
         value = value[key]
     return value
+
+
+def test_absent_optional_fields_are_not_sent_but_open_maps_keep_their_nulls() -> None:
+    data = wire.encode("reply", {"ok": True, "result": {"exit_code": None, "nested": {"a": None}},
+                                 "error": None, "reason": None}, id=3)
+    raw = msgpack.unpackb(data)
+    assert raw["b"] == {"ok": True, "result": {"exit_code": None, "nested": {"a": None}}}
+    assert wire.decode(data).body["result"] == {"exit_code": None, "nested": {"a": None}}
+    hello = msgpack.unpackb(wire.encode("hello", {**EXAMPLES["hello"], "host": {
+        **EXAMPLES["hello"]["host"], "cpu_model": None}}))
+    assert "cpu_model" not in hello["b"]["host"]  # declared, optional: dropped

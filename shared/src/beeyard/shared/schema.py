@@ -193,6 +193,10 @@ class Schema:
         object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
         object.__setattr__(self, "_fast_checks", None)
 
+    def field_named(self, name: str) -> Field | None:
+        """The declaration of field ``name``, or None if this schema has no such field."""
+        return self._by_name.get(name)
+
     def _fast(self, data: object) -> Any:
         """The common case, valid data of exact types, checked by a function generated
         from the declaration (straight-line code, no error locations); anything else

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 
-from beeyard.shared.schema import Schema, SchemaError
+from beeyard.shared.schema import Field, Schema, SchemaError
 
 PROTOCOL_VERSION = "1.0"
 MAX_FRAME = 4 * 1024 * 1024  # bytes on the wire; file chunks stay well below this
@@ -57,7 +57,7 @@ def encode(frame_type: str, body: dict[str, Any], id: int | None = None) -> byte
         checked = schema.validate(body, prefix=f"{frame_type}.")
     except SchemaError as exc:
         raise WireError(str(exc)) from None
-    message: dict[str, Any] = {"t": frame_type, "b": _compact(checked)}
+    message: dict[str, Any] = {"t": frame_type, "b": _compact(checked, schema)}
     if id is not None:
         message["id"] = id
     data: bytes = msgpack.packb(message, use_bin_type=True)
@@ -66,12 +66,27 @@ def encode(frame_type: str, body: dict[str, Any], id: int | None = None) -> byte
     return data
 
 
-def _compact(value: Any) -> Any:
-    """Drop absent optional fields (None) so that defaults are not sent on the wire."""
-    if isinstance(value, dict):
-        return {k: _compact(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_compact(v) for v in value]
+def _compact(value: Any, schema: Schema) -> Any:
+    """Drop absent optional fields (None) so that defaults are not sent on the wire.
+
+    Only declared fields are dropped: inside a map the schema leaves open (an
+    operation's ``args`` or ``result``) a None is a value, and arrives as one."""
+    out = {}
+    for name, item in value.items():
+        if item is None:
+            continue
+        field = schema.field_named(name)
+        if field is not None:
+            item = _compact_field(item, field)
+        out[name] = item
+    return out
+
+
+def _compact_field(value: Any, field: Field) -> Any:
+    if field.schema is not None and isinstance(value, dict):
+        return _compact(value, field.schema)
+    if field.items is not None and field.items.schema is not None and isinstance(value, list):
+        return [_compact(v, field.items.schema) if isinstance(v, dict) else v for v in value]
     return value
 
 
