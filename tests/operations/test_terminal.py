@@ -210,3 +210,22 @@ def test_the_documented_terminal_defaults_are_the_real_ones() -> None:
     assert set(rows) == set(defaults)
     for name, shown in rows.items():
         assert shown.strip('"') == str(defaults[name]), (name, shown)
+
+
+async def test_a_browser_that_vanishes_without_closing_ends_the_session(
+        api: Api, agent_host: MakeHost, db: asyncpg.Connection) -> None:
+    """A killed tab or a dead network sends no close frame: the connection just drops."""
+    host = await agent_host(capabilities=["terminal"], terminal=SH)
+    term = await open_terminal(api, host.server_id)
+    pids = await start_background(term)
+    transport = term.ws._conn.transport  # type: ignore[attr-defined]
+    assert transport is not None
+    transport.abort()
+    await wait_dead(pids, 2.0)
+    for _ in range(100):
+        ended = await db.fetchval("SELECT detail->>'ended' FROM audit_logs WHERE action = "
+                                  "'terminal.end' AND target = $1", f"server:{host.server_id}")
+        if ended:
+            break
+        await asyncio.sleep(0.05)
+    assert ended == "browser_closed"

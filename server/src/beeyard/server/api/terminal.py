@@ -240,6 +240,8 @@ async def _relay(request: web.Request, ws: web.WebSocketResponse,
         await asyncio.gather(*tasks, return_exceptions=True)
     first = next(iter(done))
     how = tasks[first]
+    if first is to_browser and not first.cancelled() and first.exception() is not None:
+        how = "browser_closed"  # output could not be sent: the browser is gone or stuck
     if how != "agent":  # the browser left or lost its right: the agent ends the shell
         call.cancel("the browser closed the terminal" if how == "browser_closed"
                     else "the user's credential is no longer valid")
