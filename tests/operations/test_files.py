@@ -11,11 +11,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 from tests.conftest import Api
 from tests.operations.conftest import AgentHost, MakeHost
-from tests.operations.files_helpers import TEMP_GLOB, download, fetch, sha, tree, upload
+from tests.operations.files_helpers import (
+    TEMP_GLOB,
+    download,
+    fetch,
+    headers,
+    sha,
+    tree,
+    upload,
+)
 
 
 async def files_host(agent_host: MakeHost, tmp_path: Path, **files: Any) -> tuple[AgentHost, Path]:
@@ -307,3 +317,50 @@ async def test_curl_as_documented(api: Api, agent_host: MakeHost, tmp_path: Path
     fetched.mkdir()
     await curl("-OJ", f"{base}{url}", cwd=fetched)
     assert (fetched / "site.tar").read_bytes() == local.read_bytes()
+
+
+async def test_a_download_that_fails_midway_is_cut_short(api: Api, agent_host: MakeHost,
+                                                         tmp_path: Path) -> None:
+    """The status was sent with the first bytes: a failure after them closes the
+    connection early, so the client sees less than Content-Length, never a short file
+    that looks complete; a client that goes away cancels the agent's side."""
+    host, root = await files_host(agent_host, tmp_path)
+    size = 48 * 1024 * 1024
+    with (root / "big.bin").open("wb") as f:
+        f.truncate(size)
+    status, body = await api.post(f"/api/files/{host.server_id}/download", {"path": "big.bin"})
+    assert status == 201
+    got = [0]
+
+    async def shrink_midway() -> None:
+        async with api.client.get(body["data"]["download_url"], headers=headers(api)) as resp:
+            assert resp.status == 200 and resp.headers["Content-Length"] == str(size)
+            got[0] += len(await resp.content.readexactly(1024 * 1024))
+            os.truncate(root / "big.bin", 2 * 1024 * 1024)  # the agent is paused on credit
+            async for data in resp.content.iter_chunked(1024 * 1024):
+                got[0] += len(data)
+
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await shrink_midway()
+    assert 0 < got[0] < size
+    status, listed = await api.get("/api/files/transfers")
+    failed = listed["data"][0]
+    assert failed["state"] == "failed" and "shrank while it was read" in failed["error"]
+
+    with (root / "big.bin").open("wb") as f:
+        f.truncate(size)
+    status, body = await api.post(f"/api/files/{host.server_id}/download", {"path": "big.bin"})
+    async with api.client.get(body["data"]["download_url"], headers=headers(api)) as resp:
+        await resp.content.readexactly(1024 * 1024)
+        resp.close()  # the client goes away mid-transfer
+    for _ in range(100):
+        status, listed = await api.get("/api/files/transfers")
+        if listed["data"][0]["state"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert listed["data"][0]["state"] == "cancelled", listed["data"][0]
+    for _ in range(100):
+        if "cancelled by the server: the client went away" in host.output():
+            break
+        await asyncio.sleep(0.05)
+    assert "cancelled by the server: the client went away" in host.output()
