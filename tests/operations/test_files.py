@@ -170,6 +170,13 @@ async def test_download_and_upload_round_trip(api: Api, agent_host: MakeHost,
     assert (root / "up" / "empty").stat().st_mode & 0o777 == 0o600
     assert not list(root.rglob(TEMP_GLOB))
 
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b"no length"
+
+    status, body = await upload(api, sid, "up/chunked.txt", chunked())
+    assert status == 411 and "Content-Length" in body["error"]
+    assert not (root / "up" / "chunked.txt").exists()
+
     status, data, got = await download(api, sid, "up/big.bin")
     assert status == 200, got
     assert data == other and got["Content-Length"] == str(len(other))
