@@ -207,8 +207,9 @@ class Session:
                 ended = ends[done.pop()]
             if ended == "idle":
                 limit = self.call.config.terminal.idle_timeout
-                await self.call.send(f"\r\n[beeyard: closed after {limit} s without input or "
-                                     f"output]\r\n".encode())
+                notice = f"\r\n[beeyard: closed after {limit} s without input or output]\r\n"
+                with contextlib.suppress(TimeoutError):  # a browser not reading gets none
+                    await asyncio.wait_for(self.call.send(notice.encode()), DRAIN)
             await self._end()  # the session's processes go; the PTY's last output follows
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(output), DRAIN)
