@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -193,6 +194,7 @@ class Dispatcher:
         call = Call(call_id, op, args, body["window"], self.config, self._send)
         task = asyncio.create_task(self._run(call), name=f"call:{call_id}:{op.name}")
         self._calls[call_id] = (call, task)
+        task.add_done_callback(functools.partial(self._ended, call))
 
     def _policy(self, op: Operation) -> str | None:
         """Why the agent's own policy refuses ``op`` now, or None."""
@@ -225,6 +227,17 @@ class Dispatcher:
             self._reply(call.id, ok=True, result=result)
         finally:
             self._calls.pop(call.id, None)
+
+    def _ended(self, call: Call, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step (a cancel, or input it does not take,
+        in the same read as its request) never ran ``_run``: no reply was sent and its
+        entry would hold one of the ``MAX_CALLS`` slots for the rest of the link."""
+        entry = self._calls.get(call.id)
+        if entry is None or entry[1] is not task:
+            return  # ``_run`` ran and cleaned up (the id may already be a newer call's)
+        del self._calls[call.id]
+        failure = call.failure or Refused("cancelled", "cancelled before it started")
+        self._reply(call.id, error=failure.code, reason=failure.reason)
 
     def _reply(self, call_id: int, *, ok: bool = False, result: dict[str, Any] | None = None,
                error: str | None = None, reason: str | None = None) -> None:

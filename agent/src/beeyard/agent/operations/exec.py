@@ -250,16 +250,35 @@ async def run(call: Call) -> dict[str, Any]:
             "timed_out": timed_out,
         }
     finally:
-        _running -= 1
         if pump is not None and not pump.done():
             pump.cancel()
         if proc is not None and (proc.returncode is None or _group_alive(proc.pid)):
-            # Cancelled (by the server, or the link went): the group goes, now.
-            await _end_group(proc, proc.pid)
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_exited(proc), KILL_GRACE)
+            # Cancelled (by the server, or the link went): the group goes, now. In a task
+            # of its own, so that a second cancel (the link lost during a cancel) cannot
+            # stop it between the SIGTERM and the SIGKILL; it holds its slot till done.
+            killing = asyncio.ensure_future(_kill(proc))
+            _killing.add(killing)
+            killing.add_done_callback(_killed)
+            await asyncio.shield(killing)
+        else:
+            _running -= 1
+
+
+_killing: set[asyncio.Future[None]] = set()
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    await _end_group(proc, proc.pid)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_exited(proc), KILL_GRACE)
+
+
+def _killed(task: asyncio.Future[None]) -> None:
+    global _running
+    _running -= 1
+    _killing.discard(task)
 
 
 HANDLERS: dict[str, Handler] = {"exec.run": run}

@@ -157,15 +157,19 @@ def trace(target: str, max_hops: int, timeout: float, stop: threading.Event) -> 
 
 
 MAX_RUNNING = 4  # traceroutes at once on this host; beyond, the agent answers busy
-_running = 0
+_running = 0  # trace threads alive: a cancelled call's thread counts until it has ended
+_running_lock = threading.Lock()
 
 
 async def run(call: Call) -> dict[str, Any]:
     """Trace in a thread of its own (a trace of silent hops lasts minutes: it must not
     hold one of the few workers of the shared pool that file and Docker calls use)."""
     global _running
-    if _running >= MAX_RUNNING:
-        raise Refused("busy", f"this host is already running {MAX_RUNNING} traceroutes")
+    with _running_lock:
+        if _running >= MAX_RUNNING:
+            raise Refused("busy", f"this host is already running {MAX_RUNNING} traceroutes "
+                                  f"(a cancelled one ends after its current probe)")
+        _running += 1
     a = call.args
     loop = asyncio.get_running_loop()
     done: asyncio.Future[dict[str, Any]] = loop.create_future()
@@ -180,6 +184,11 @@ async def run(call: Call) -> dict[str, Any]:
             assert result is not None
             done.set_result(result)
 
+    def release() -> None:
+        global _running
+        with _running_lock:
+            _running -= 1
+
     def work() -> None:
         try:
             result = trace(a["target"], a["max_hops"], a["timeout"], stop)
@@ -187,15 +196,19 @@ async def run(call: Call) -> dict[str, Any]:
             outcome: tuple[dict[str, Any] | None, BaseException | None] = (None, exc)
         else:
             outcome = (result, None)
+        finally:
+            release()  # the slot is the thread's, not the call's
         with contextlib.suppress(RuntimeError):  # the loop is gone: the agent is stopping
             loop.call_soon_threadsafe(settle, *outcome)
 
-    _running += 1
     try:
         threading.Thread(target=work, name="traceroute", daemon=True).start()
+    except BaseException:
+        release()
+        raise
+    try:
         return await done
     finally:
-        _running -= 1
         stop.set()  # a cancelled call: the thread ends after its current probe
 
 
