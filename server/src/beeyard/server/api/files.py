@@ -330,14 +330,14 @@ async def upload(request: web.Request) -> web.Response:
     try:
         result = await _relay_in(request, call, transfer, size, args["sha256"] is None)
     except RemoteError as raised:
-        exc = raised
+        why = raised
         if transfer.state == "cancelled":  # DELETE /api/files/transfers/{id}
-            exc = RemoteError("cancelled", transfer.error or "cancelled")
-        elif call.done and exc.code == "cancelled":
-            exc = _failure(call) or exc  # send() saw the call over: why it ended
-        transfer.finish("cancelled" if exc.code == "cancelled" else "failed", exc.reason)
-        detail.update(state=transfer.state, error=exc.reason)
-        raise remote.api_error(exc) from None
+            why = RemoteError("cancelled", transfer.error or "cancelled")
+        elif call.done and why.code == "cancelled":
+            why = _failure(call) or why  # send() saw the call over: why it ended
+        transfer.finish("cancelled" if why.code == "cancelled" else "failed", why.reason)
+        detail.update(state=transfer.state, error=why.reason)
+        raise remote.api_error(why) from None
     finally:
         if not call.done:
             call.cancel("the upload ended")
