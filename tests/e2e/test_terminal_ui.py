@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from tests.e2e.test_ui import browser, shots, sign_in, ui  # noqa: F401 - fixtures
@@ -24,7 +25,8 @@ def server_url(client: TestClient[Any, Any]) -> str:
 
 
 async def test_a_terminal_in_the_browser(ui: Any, agent_host: MakeHost,  # noqa: F811
-                                         client: TestClient[Any, Any]) -> None:
+                                         client: TestClient[Any, Any],
+                                         db: asyncpg.Connection) -> None:
     host = await agent_host(capabilities=["terminal"], terminal={"shell": "/bin/sh"})
     bare = await agent_host("no-terminal")  # no Terminal button where it is off
     page = ui.page
@@ -70,4 +72,11 @@ async def test_a_terminal_in_the_browser(ui: Any, agent_host: MakeHost,  # noqa:
     await page.keyboard.type("exit 7\n")
     await page.wait_for_selector("#terminal-reconnect:not([hidden])")
     assert "exit status 7" in (await status.text_content() or "")
+
+    # The server's record wrongly says yes: the page shows the agent's own refusal.
+    await db.execute("UPDATE servers SET capabilities = '{terminal}' WHERE id = $1",
+                     bare.server_id)
+    await page.goto(f"{ui.base}#/servers/{bare.server_id}/terminal")
+    await page.wait_for_selector("#terminal-status.error")
+    assert "terminal capability is off on this host" in (await status.text_content() or "")
     assert await ui.problems() == []
