@@ -118,7 +118,10 @@ def spawn(acct: Account, term: str, cols: int, rows: int) -> tuple[subprocess.Po
     before ``exec`` is the TIOCSCTTY ioctl (a C call, no allocation), so forking
     from the agent's threaded process is as safe as ``subprocess`` itself.
     """
-    master, slave = os.openpty()
+    try:
+        master, slave = os.openpty()
+    except OSError as exc:  # /dev/ptmx missing, or kernel.pty.max reached
+        raise ShellError(f"no PTY available on this host: {exc}") from None
     try:
         os.set_blocking(master, False)
         set_size(slave, cols, rows)
