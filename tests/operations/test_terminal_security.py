@@ -141,7 +141,7 @@ async def test_members_viewers_and_read_keys_cannot_open_terminals(
 
 
 async def test_offline_and_unknown_servers_and_foreign_origins(
-        api: Api, agent_host: MakeHost) -> None:
+        api: Api, agent_host: MakeHost, db: asyncpg.Connection) -> None:
     host = await agent_host(capabilities=["terminal"], terminal=SH)
     status, body = await api.post("/api/ws/terminal/999999/token")
     assert status == 404 and "not found" in body["error"]
@@ -153,6 +153,13 @@ async def test_offline_and_unknown_servers_and_foreign_origins(
         raise AssertionError("a cross-origin socket opened")
     except Exception as exc:
         assert getattr(exc, "status", None) == 403, exc
+    reason = await db.fetchval("SELECT detail->>'reason' FROM audit_logs WHERE action = "
+                               "'terminal.start' AND outcome = 'denied'")
+    assert "cross-origin" in reason
+    term = await connect(api, host.server_id, token)  # the foreign page did not spend it
+    await term.type("echo own-$((4+4))\r")
+    await term.read_until(r"own-8")
+    await term.ws.close()
     await asyncio.to_thread(host.stop)
     for _ in range(100):
         status, body = await api.post(f"/api/ws/terminal/{host.server_id}/token")

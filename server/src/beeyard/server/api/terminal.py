@@ -190,13 +190,14 @@ async def terminal_ws(request: web.Request) -> web.StreamResponse:
     server_id = path_id(request, "server", "server_id")
     query = context.query(request)
     record = _Auditor(request, principal, server_id)
-    check_origin(request)
     ws = web.WebSocketResponse(heartbeat=KEEPALIVE, max_msg_size=MAX_MESSAGE)
     if not ws.can_prepare(request).ok:
         raise ApiError(426, "this endpoint needs a WebSocket upgrade",
                        headers={"Upgrade": "websocket"})
-    refused = channel_tokens(request.app).redeem(query["token"], principal, PURPOSE, server_id)
     try:
+        check_origin(request)  # before the token is spent: a foreign page cannot burn it
+        refused = channel_tokens(request.app).redeem(query["token"], principal, PURPOSE,
+                                                     server_id)
         if refused is not None:
             raise ApiError(403, refused)
         call = await remote.start(request, server_id, "terminal.open",
