@@ -101,6 +101,10 @@ async def test_crud_and_validation(api: Api, agent_host: MakeHost) -> None:
         ({"server_ids": None, "tag_id": 999999}, "tag_id: no tag 999999"),
         ({"env": {"1X": "y"}}, "env: '1X' is not a variable name"),
         ({"env": {"X": 1}}, "env.X: must be a string"),
+        ({"env": {"X": "\ud800"}}, "env.X: must be a string"),  # stored, it broke GET /api/tasks
+        ({"server_ids": [2**63]}, "server_ids[0]: must be at most"),  # beyond bigint: no 500
+        ({"server_ids": None, "group_id": 2**63}, "group_id: must be at most"),
+        ({"server_ids": None, "tag_id": 2**70}, "tag_id: must be at most"),
         ({"cwd": "relative"}, "cwd: must be an absolute path"),
         ({"timeout": 0}, "timeout: must be at least 1"),
         ({"max_output": 10**9}, "max_output: must be at most"),
@@ -110,6 +114,8 @@ async def test_crud_and_validation(api: Api, agent_host: MakeHost) -> None:
         status, out = await api.post("/api/tasks", {**good, **change})
         assert status == 422, (change, out)
         assert field in out["error"], (change, out["error"])
+    status, out = await api.get("/api/tasks")
+    assert status == 200, out
     status, out = await api.put("/api/tasks/999999", good)
     assert status == 404
     status, out = await api.delete(f"/api/tasks/{task['id']}")

@@ -45,6 +45,7 @@ MAX_TIMEOUT = 7 * 24 * 3600
 MAX_OUTPUT = 16 * 1024 * 1024
 LOG_MAX_AGE = 3600  # seconds a finished output may be cached (it never changes again)
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
+_MAX_ID = 2**63 - 1  # bigint: a larger id is refused as input, not sent to the database
 
 TASK_BODY = Schema("Task", (
     Field("name", "str", min=1, max=128),
@@ -54,10 +55,10 @@ TASK_BODY = Schema("Task", (
     Field("shell", "str", required=False, nullable=True, min=1, max=exec_op.MAX_SHELL,
           doc="a line for /bin/sh -c; runs only where the agent sets exec.allow_shell"),
     Field("server_ids", "list", required=False, nullable=True, min=1, max=1000,
-          items=Field("server_id", "int", min=1), doc="target: these servers"),
-    Field("group_id", "int", required=False, nullable=True, min=1,
+          items=Field("server_id", "int", min=1, max=_MAX_ID), doc="target: these servers"),
+    Field("group_id", "int", required=False, nullable=True, min=1, max=_MAX_ID,
           doc="target: the servers of this group at each run"),
-    Field("tag_id", "int", required=False, nullable=True, min=1,
+    Field("tag_id", "int", required=False, nullable=True, min=1, max=_MAX_ID,
           doc="target: the servers with this tag at each run"),
     Field("timeout", "int", required=False, default=300, min=1, max=MAX_TIMEOUT,
           doc="seconds; the agent's exec.max_timeout caps it"),
@@ -84,6 +85,7 @@ CANCEL_BODY = Schema("TaskCancel", (
 ))
 
 _ENV_NAME = re.compile(exec_op.ENV_NAME)
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # as the schema refuses in every str field
 
 _RESULT = {
     "type": "object",
@@ -145,9 +147,11 @@ async def _checked(request: web.Request) -> tuple[dict[str, Any], Any]:
     for name, value in (task["env"] or {}).items():
         if not _ENV_NAME.fullmatch(name):
             raise ApiError(422, f"env: {name[:64]!r} is not a variable name")
-        if not isinstance(value, str) or len(value) > exec_op.MAX_ENV_VALUE or "\x00" in value:
+        if (not isinstance(value, str) or len(value) > exec_op.MAX_ENV_VALUE
+                or _UNSTORABLE.search(value)):
             raise ApiError(422, f"env.{name}: must be a string of at most "
-                                f"{exec_op.MAX_ENV_VALUE} characters without NUL")
+                                f"{exec_op.MAX_ENV_VALUE} characters without NUL or "
+                                f"unpaired surrogates")
     following = None
     if task["schedule"] is not None:
         try:
