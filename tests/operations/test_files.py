@@ -242,6 +242,27 @@ async def test_cancelled_upload_leaves_no_temp_file(api: Api, agent_host: MakeHo
     assert (root / "notes.txt").read_text() == "hello\nworld\n"  # untouched
     status, body = await api.delete(f"/api/files/transfers/{transfer['id']}")
     assert status == 409 and "already cancelled" in body["error"]
+
+    # the client goes away mid-body: the same clean-up
+    gate = asyncio.Event()
+    sending = asyncio.create_task(upload(api, host.server_id, "notes.txt",
+                                         _slow(payload, 600 * 1024, gate),
+                                         length=len(payload), sha256=sha(payload)))
+    for _ in range(200):
+        if list(root.glob(TEMP_GLOB)):
+            break
+        await asyncio.sleep(0.05)
+    assert list(root.glob(TEMP_GLOB)), "the second upload never got under way"
+    sending.cancel()  # closes the client's connection
+    for _ in range(100):
+        status, body = await api.get("/api/files/transfers")
+        if body["data"][0]["state"] != "running" and not list(root.glob(TEMP_GLOB)):
+            break
+        await asyncio.sleep(0.05)
+    assert (body["data"][0]["state"], body["data"][0]["error"]) == (
+        "cancelled", "the client went away")
+    assert not list(root.glob(TEMP_GLOB)), "the temporary file was left behind"
+    assert (root / "notes.txt").read_text() == "hello\nworld\n"
     assert "cancelled by the server: cancelled by admin" in host.output()
 
 

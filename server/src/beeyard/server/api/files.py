@@ -248,25 +248,37 @@ async def fetch_download(request: web.Request) -> web.StreamResponse:
         transfer.finish("failed", exc.message)
         raise
     transfer.start(call)
+    response: web.StreamResponse | None = None
     try:
         first = await _first_chunk(call)
-    except RemoteError as exc:
-        transfer.finish("cancelled" if transfer.over else "failed", exc.reason)
-        raise remote.api_error(exc) from None
-    response = web.StreamResponse(headers={
-        "Content-Type": "application/octet-stream",
-        "Content-Length": str(transfer.total),
-        "Content-Disposition": _disposition(transfer.path),
-    })
-    await response.prepare(request)
-    try:
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(transfer.total),
+            "Content-Disposition": _disposition(transfer.path),
+        })
+        await response.prepare(request)
         await _relay_out(call, first, response, transfer)
+    except RemoteError as exc:  # before the first byte: a proper error answer
+        transfer.finish("failed", exc.reason)
+        raise remote.api_error(exc) from None
+    except ConnectionError:
+        transfer.cancel("the client went away")
+        if response is None or not response.prepared:
+            raise ApiError(400, "the client went away") from None
+    except asyncio.CancelledError:  # the connection closed (or the server is stopping)
+        transfer.cancel("the client went away")
+        raise
     finally:
+        if not call.done:  # whatever ended this handler, the agent stops too
+            call.cancel("the download ended")
+        if not transfer.over:
+            transfer.finish("failed", "the download ended unexpectedly")
         detail.update(state=transfer.state, bytes=transfer.bytes_done)
         if transfer.error:
             detail["error"] = transfer.error
     if transfer.state != "done" and request.transport is not None:
         request.transport.close()  # fewer bytes than Content-Length: the client sees it
+    assert response is not None  # else an error was raised above
     return response
 
 
@@ -294,15 +306,9 @@ async def _relay_out(call: Call, first: bytes | None, response: web.StreamRespon
             transfer.bytes_done += len(data)
             data = await call.receive()
         result = await call.wait(FINISH_WITHIN)
-    except RemoteError as exc:
-        transfer.finish("cancelled" if transfer.state == "cancelled" else "failed", exc.reason)
+    except RemoteError as exc:  # after the headers: the connection is cut short
+        transfer.finish("failed", exc.reason)
         return
-    except (ConnectionError, asyncio.CancelledError):
-        transfer.cancel("the client went away")
-        raise
-    finally:
-        if not call.done:
-            call.cancel("the download ended")
     transfer.sha256 = result.get("sha256")
     transfer.finish("done")
     await response.write_eof()
@@ -338,6 +344,12 @@ async def upload(request: web.Request) -> web.Response:
         transfer.finish("cancelled" if why.code == "cancelled" else "failed", why.reason)
         detail.update(state=transfer.state, error=why.reason)
         raise remote.api_error(why) from None
+    except ConnectionError:  # the client's body stopped: nobody is left to answer
+        transfer.cancel("the client went away")
+        raise ApiError(400, "the upload's connection was lost") from None
+    except asyncio.CancelledError:  # the connection closed (or the server is stopping)
+        transfer.cancel("the client went away")
+        raise
     finally:
         if not call.done:
             call.cancel("the upload ended")
