@@ -58,7 +58,9 @@ DELETE = declare(Operation("files.delete", "files", Schema("files.delete", (
     _path(),
     Field("recursive", "bool", required=False, default=False,
           doc="delete a directory with all it contains"),
-)), doc="Delete a file, a symbolic link (not its target) or a directory."))
+)), timeout=300.0, doc="Delete a file, a symbolic link (not its target) or a directory "
+                        "(recursive: the whole tree is checked against the deny patterns "
+                        "first, so a big tree takes a while)."))
 
 MKDIR = declare(Operation("files.mkdir", "files", Schema("files.mkdir", (
     _path(),
@@ -71,7 +73,8 @@ MOVE = declare(Operation("files.move", "files", Schema("files.move", (
     _path("destination"),
     Field("overwrite", "bool", required=False, default=False,
           doc="replace an existing destination file"),
-)), doc="Rename a file or directory, within one filesystem and inside the roots."))
+)), timeout=120.0, doc="Rename a file or directory, within one filesystem and inside "
+                        "the roots (a directory's tree is checked against the deny patterns)."))
 
 DOWNLOAD = declare(Operation("files.download", "files", Schema("files.download", (
     _path(),
