@@ -263,6 +263,22 @@ async def test_cancelled_upload_leaves_no_temp_file(api: Api, agent_host: MakeHo
         "cancelled", "the client went away")
     assert not list(root.glob(TEMP_GLOB)), "the temporary file was left behind"
     assert (root / "notes.txt").read_text() == "hello\nworld\n"
+
+    # the agent stopped (SIGTERM) mid-upload: it removes the temporary file as it goes
+    gate = asyncio.Event()
+    sending = asyncio.create_task(upload(api, host.server_id, "notes.txt",
+                                         _slow(payload, 600 * 1024, gate),
+                                         length=len(payload), sha256=sha(payload)))
+    for _ in range(200):
+        if list(root.glob(TEMP_GLOB)):
+            break
+        await asyncio.sleep(0.05)
+    assert list(root.glob(TEMP_GLOB)), "the third upload never got under way"
+    assert await asyncio.to_thread(host.stop) == 0
+    status, body = await asyncio.wait_for(sending, 10)
+    assert status == 502 and "disconnected" in body["error"], body
+    assert not list(root.glob(TEMP_GLOB)), "the temporary file was left behind"
+    assert (root / "notes.txt").read_text() == "hello\nworld\n"
     assert "cancelled by the server: cancelled by admin" in host.output()
 
 

@@ -373,7 +373,7 @@ async def _relay_in(request: web.Request, call: Call, transfer: Transfer, size: 
     """Send the body to the agent as it arrives (paced by the agent's credit), then
     the digest if the client gave none, then the end; the agent's result."""
     digest = hashlib.sha256() if compute else None
-    async for chunk in request.content.iter_chunked(CHUNK):
+    while chunk := await _next_piece(request, call):
         hashing = asyncio.ensure_future(asyncio.to_thread(digest.update, chunk)) \
             if digest is not None else None
         try:
@@ -390,6 +390,19 @@ async def _relay_in(request: web.Request, call: Call, transfer: Transfer, size: 
         call.signal("digest", {"sha256": digest.hexdigest()})
     await call.send(b"", eof=True)
     return await call.wait(FINISH_WITHIN)
+
+
+async def _next_piece(request: web.Request, call: Call) -> bytes:
+    """The next piece of the body (b"" at its end), unless the call ends first (the
+    agent refused, the link went, the transfer was cancelled): then the call's error
+    at once, not when the client next sends something."""
+    reading = asyncio.ensure_future(request.content.read(CHUNK))
+    await asyncio.wait((reading, call.result), return_when=asyncio.FIRST_COMPLETED)
+    if reading.done():
+        return reading.result()
+    reading.cancel()
+    await call.wait(0)  # raises its RemoteError
+    raise RemoteError("failed", "the agent finished before the upload's end")
 
 
 async def list_transfers(request: web.Request) -> web.Response:
