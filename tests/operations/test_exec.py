@@ -277,3 +277,37 @@ def test_the_documented_exec_defaults_are_the_real_ones() -> None:
         value = defaults[name]
         want = str(value).lower() if isinstance(value, bool) else str(value)
         assert shown.strip('"') == want, (name, shown, value)
+
+
+async def test_output_still_unsent_when_the_command_exits_is_not_lost(
+        client: TestClient[Any, Any], agent_host: MakeHost) -> None:
+    """A slow link (here: a reader that takes its time, so credit comes late) may leave
+    the end of the output in the pipe after the command exited; it is all still sent."""
+    host = await agent_host(capabilities=["exec"])
+    size = 300_000
+    call = client.app[HUB].call(host.server_id, "exec.run",
+                                {"argv": [PY, "-c", f"import sys; sys.stdout.write('z' * {size})"]},
+                                window=4096)
+    await asyncio.sleep(4)  # longer than the agent waits for an escaped writer's pipe
+    out, result = await collect(call)
+    assert result["exit_code"] == 0 and not result["truncated"]
+    assert len(out) == size and result["bytes"] == size
+
+
+async def test_a_writer_that_escaped_the_group_does_not_hold_the_call(
+        client: TestClient[Any, Any], agent_host: MakeHost, tmp_path: Path) -> None:
+    host = await agent_host(capabilities=["exec"])
+    pids_file = tmp_path / "pids"
+    script = ("import subprocess, sys\n"  # a new session holding stdout, the pipe, open
+              "c = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+              "open(sys.argv[1], 'w').write(str(c.pid))\n"
+              "print('bye', flush=True)\n")
+    began = time.monotonic()
+    try:
+        out, result = await collect(start(client, host.server_id,
+                                          argv=[PY, "-c", script, str(pids_file)]))
+        assert out == b"bye\n" and result["exit_code"] == 0
+        assert time.monotonic() - began < 15
+    finally:
+        for pid in pids_alive(await _pids_from(pids_file, 1)):
+            os.kill(pid, 9)

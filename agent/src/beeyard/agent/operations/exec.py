@@ -52,6 +52,7 @@ class _Output:
     sent: int = 0
     truncated: bool = False
     pending: list[bytes] = field(default_factory=list)
+    reading: bool = False  # the pump waits on the pipe, not on the server's credit
 
 
 def _argv(call: Call) -> list[str]:
@@ -174,7 +175,9 @@ def _group_alive(pgid: int) -> bool:
 async def _pump(call: Call, stream: asyncio.StreamReader, out: _Output) -> None:
     """Send what the command writes as it comes, up to the cap; then keep reading."""
     while True:
+        out.reading = True
         chunk = await stream.read(READ_SIZE)
+        out.reading = False
         if not chunk:
             return
         out.total += len(chunk)
@@ -232,12 +235,17 @@ async def run(call: Call) -> dict[str, Any]:
         # and the pipe then closes once every writer is dead.
         await _end_group(proc, pgid)
         await asyncio.wait_for(_exited(proc), KILL_GRACE + 5)
-        try:
-            await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
-        except TimeoutError:  # a writer that escaped the group (setsid) holds the pipe
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(pump), DRAIN_AFTER_EXIT)
+                break
+            except TimeoutError:
+                if not out.reading:
+                    continue  # still sending what the command wrote, paced by the link
+                pump.cancel()  # a writer that escaped the group (setsid) holds the pipe
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+                break
         await call.send(b"", eof=True)
         code = proc.returncode
         return {
