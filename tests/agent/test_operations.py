@@ -164,5 +164,23 @@ async def test_input_to_a_call_that_takes_none_ends_that_call_only(
     assert (await reply(peer, 21))["ok"] is True
 
 
+async def test_empty_input_frames_end_the_call_and_write_nothing(
+    peer: AgentPeer, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """An empty data frame costs nothing against the window, so a flood of them would
+    grow the agent's queue without bound: the first one ends the call."""
+    root = tmp_path / "root"
+    root.mkdir()
+    await linked(agents, peer, tmp_path, capabilities=("files",),
+                 files=FilesConfig(roots=(root,)))
+    await peer.send("request", {"op": "files.upload", "args": {
+        "path": str(root / "new.bin"), "size": 4,
+        "sha256": "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"}}, id=30)
+    await peer.send("data", {"data": b"", "eof": False}, id=30)
+    body = await reply(peer, 30)
+    assert body["error"] == "invalid" and "empty data frame" in body["reason"]
+    assert sorted(p.name for p in root.iterdir()) == []  # no target, no temp file
+
+
 def test_the_frames_used_here_are_declared() -> None:
     assert {"request", "reply", "data", "credit", "signal", "cancel"} <= set(wire.frame_types())

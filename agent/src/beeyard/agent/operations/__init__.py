@@ -118,6 +118,8 @@ class Call:
     def _on_data(self, data: bytes, eof: bool) -> None:
         if not self.op.takes_input:
             raise Refused("invalid", f"{self.op.name} takes no input")
+        if not data and not eof:  # costs nothing against the window, so none are allowed
+            raise Refused("invalid", "the server sent an empty data frame")
         self._input_allowed -= len(data)
         if self._input_allowed < 0:
             raise Refused("invalid", "the server sent more input than its window allows")

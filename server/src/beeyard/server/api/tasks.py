@@ -366,7 +366,9 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     produced. Events: ``state`` (one server's state, exit code, timing), ``output``
     (``{"server_id", "text"}``: the next piece of that server's output), ``progress``
     (``{"total", "finished", "states"}``) and a last ``end`` (``{"run_id", "state"}``),
-    after which the stream closes. A comment line every 15 s while idle.
+    after which the stream closes. A comment line every 15 s while idle. A client more
+    than 4,096 events behind gets ``resync`` and the stream closes: reconnecting (as
+    EventSource does by itself) starts again from the snapshot.
     """
     run = await _run_or_404(request, output=False)
     resp = web.StreamResponse(headers={
@@ -399,8 +401,8 @@ async def run_events(request: web.Request) -> web.StreamResponse:
                 while not queue.empty():
                     batch.append(queue.get_nowait())
                 await resp.write(b"".join(_event(n, d) for n, d in batch))
-                if any(n == "end" for n, _ in batch):
-                    return resp
+                if any(n in ("end", "resync") for n, _ in batch):
+                    return resp  # resync: the client fell behind; it reconnects afresh
     except ConnectionResetError:
         pass  # the client went away
     return resp

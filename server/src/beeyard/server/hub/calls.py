@@ -95,6 +95,8 @@ class Call:
 
     async def send(self, data: bytes, *, eof: bool = False) -> None:
         """Send input (keys, an upload's bytes), pacing on the agent's credit."""
+        if not data and not eof:
+            return  # nothing to say (an empty WebSocket message): the agent refuses those
         view = memoryview(data)
         while True:
             piece, view = bytes(view[:CHUNK]), view[CHUNK:]

@@ -45,6 +45,7 @@ FLUSH_INTERVAL = 1.0  # seconds between writes of a part's new output
 ANSWER_SLACK = 30.0  # seconds past the command's timeout before we stop waiting for the agent
 POLL = 1.0  # seconds between database reads when streaming a run another replica runs
 LINGER = 30.0  # seconds a finished run stays in memory for late event-stream clients
+WATCH_LIMIT = 4096  # events queued for one event-stream client before it must resync
 
 RETRYABLE = ("failed", "timed_out", "offline")
 _STATE_OF_ERROR = {"denied": "denied", "cancelled": "cancelled", "offline": "offline"}
@@ -136,8 +137,16 @@ class LiveRun:
                 "states": counts}
 
     def publish(self, name: str, data: dict[str, Any]) -> None:
-        for queue in self.watchers:
-            queue.put_nowait((name, data))
+        for queue in list(self.watchers):
+            try:
+                queue.put_nowait((name, data))
+            except asyncio.QueueFull:
+                # A reader this far behind would hold the run's whole output once more:
+                # it is told to start over (its EventSource reconnects to a fresh snapshot).
+                self.watchers.discard(queue)
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(("resync", {"run_id": self.run_id}))
 
     def changed(self, part: Part) -> None:
         self.publish("state", part.view())
@@ -161,7 +170,7 @@ class LiveRun:
     def watch(self) -> Any:
         """A queue of the events from now on (use with ``snapshot`` taken at the same
         moment: nothing awaits between the two, so nothing is lost or repeated)."""
-        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(WATCH_LIMIT)
         self.watchers.add(queue)
         try:
             yield queue

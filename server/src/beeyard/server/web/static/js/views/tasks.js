@@ -130,8 +130,6 @@ function runPanel(taskId, run) {
   let source = null;
   if (run.state === "running") {
     source = new EventSource(`/api/tasks/${taskId}/runs/${run.id}/events`);
-    const seen = new Map(); // server id → characters already shown (the backlog repeats them)
-    for (const r of run.results ?? []) seen.set(r.server_id, (r.output ?? "").length);
     source.addEventListener("output", (e) => {
       const { server_id: id, text } = JSON.parse(e.data);
       const row = rows.get(id);
@@ -157,8 +155,8 @@ function runPanel(taskId, run) {
     let ended = false;
     source.addEventListener("end", () => { ended = true; summary.textContent += " · done"; });
     source.addEventListener("error", () => { if (ended) source.close(); });
-    // the stream replays what was produced before it connected: start the output empty
-    for (const row of rows.values()) row.output.textContent = "";
+    // Each (re)connection replays what was produced before it: start the output empty.
+    source.addEventListener("open", () => { for (const row of rows.values()) row.output.textContent = ""; });
   } else {
     summary.textContent = run.state;
   }
