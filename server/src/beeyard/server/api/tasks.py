@@ -17,6 +17,7 @@ import asyncio
 import re
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 
 from beeyard.server import context
@@ -215,13 +216,19 @@ def _starter(request: web.Request) -> Starter:
 async def _start(request: web.Request, task: dict[str, Any], servers: list[tuple[int, str]],
                  trigger: str, retry_of: int | None = None) -> web.Response:
     runner: Runner = request.app[RUNNER]
-    run_id = await runner.start(task, servers, trigger=trigger, starter=_starter(request),
-                                retry_of=retry_of)
+    gone = ApiError(404, f"task {task['id']} not found (it was deleted meanwhile)")
+    try:
+        run_id = await runner.start(task, servers, trigger=trigger, starter=_starter(request),
+                                    retry_of=retry_of)
+    except asyncpg.ForeignKeyViolationError:  # deleted between our read and the insert
+        raise ApiError(409, f"task {task['id']} or one of its servers was deleted meanwhile; "
+                            f"try again") from None
     request[context.AUDIT_DETAIL] = {"run_id": run_id, "trigger": trigger,
                                      "servers": [sid for sid, _ in servers]}
     await asyncio.sleep(0)  # let the parts that fail at once (offline, denied) say so
     run = await tasks_db.get_run(context.pool(request), task["id"], run_id, output=True)
-    assert run is not None
+    if run is None:
+        raise gone
     return ok(_run_view(run), status=202)
 
 
