@@ -275,7 +275,8 @@ def _pick_root(policy: Policy, requested: str, parts: list[str]) -> tuple[Root, 
     """The root an absolute path lies under (the deepest one, for nested roots) and
     the components below it; a relative path belongs to the first root."""
     if not policy.roots:
-        raise Denied("no file roots are configured on this host")
+        raise Denied("no file roots are configured on this host: list the directories to "
+                     "reach under [files] roots in the agent's config, then restart it")
     if not requested.startswith("/"):
         return policy.roots[0], parts
     best: tuple[Root, int] | None = None
