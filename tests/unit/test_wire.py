@@ -276,3 +276,35 @@ def test_absent_optional_fields_are_not_sent_but_open_maps_keep_their_nulls() ->
     hello = msgpack.unpackb(wire.encode("hello", {**EXAMPLES["hello"], "host": {
         **EXAMPLES["hello"]["host"], "cpu_model": None}}))
     assert "cpu_model" not in hello["b"]["host"]  # declared, optional: dropped
+
+
+def test_record_scalars_equal_the_dict_scalars() -> None:
+    """The server's attribute path (record_scalars, on the compiled decoder's records) and
+    the dict path (scalars) give the same summary values for any valid sample."""
+    from beeyard.shared.summaries import record_scalars, scalars
+
+    wire.compile_hot_frames()
+    rng = random.Random(7)
+
+    def num(top: float = 1e12) -> float:
+        return rng.choice([0.0, rng.random() * top, float(rng.randint(0, 10**6))])
+
+    for _ in range(500):
+        metrics: dict[str, Any] = {
+            **METRICS, "cpu": rng.random() * 100,
+            "load": [num(64), num(64), num(64)],
+            "filesystems": [{**METRICS["filesystems"][0], "used": num(), "free": num()}
+                            for _ in range(rng.randint(0, 4))],
+            "disks": [{**METRICS["disks"][0], "read_bps": num(), "write_bps": num()}
+                      for _ in range(rng.randint(0, 4))],
+            "temperatures": [{"label": "t", "celsius": rng.uniform(-40, 120)}
+                             for _ in range(rng.randint(0, 3))],
+            "gpus": [{"index": i, "name": "g", "utilization": rng.random() * 100,
+                      "memory_used": num(), "memory_total": 1e11}
+                     for i in range(rng.randint(0, 3))],
+            "processes": rng.randint(0, 10**5),
+        }
+        frame = wire.decode(wire.encode("sample", {"ts": 1.7e9, "metrics": metrics}))
+        record = frame.body["metrics"]
+        assert native.is_record(record)
+        assert record_scalars(record) == scalars(plain(record)) == scalars(metrics)

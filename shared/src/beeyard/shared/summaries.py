@@ -67,3 +67,51 @@ def scalars(metrics: dict[str, Any]) -> dict[str, float]:
         out["gpu_utilization"] = sum(g["utilization"] for g in gpus) / len(gpus)
         out["gpu_memory_used"] = float(sum(g["memory_used"] for g in gpus))
     return out
+
+
+def record_scalars(m: Any) -> dict[str, float]:
+    """``scalars`` of a sample's metrics as the server's compiled decoder hands them over
+    (``native``: a record, read by attribute). The same values as ``scalars`` gives for
+    the equivalent dict (a property test holds them equal); on the server's hot path,
+    where reading a record like a dict, twenty lookups a sample, was ~5 % of its CPU at
+    10,000 agents. Every field is present on a record: the declared ones are required or
+    have a default (empty lists)."""
+    out: dict[str, float] = {"cpu": float(m.cpu)}
+    load = m.load
+    if load:
+        out["load1"], out["load5"], out["load15"] = float(load[0]), float(load[1]), float(load[2])
+    memory = m.memory
+    out["memory_used"] = float(memory.used)
+    out["memory_percent"] = float(memory.percent)
+    out["swap_used"] = float(m.swap.used)
+    fs = m.filesystems
+    if fs:
+        used = free = 0.0
+        for f in fs:
+            used += f.used
+            free += f.free
+        if used + free > 0:
+            out["disk_used_percent"] = 100.0 * used / (used + free)
+    disks = m.disks
+    if disks:
+        read = write = 0.0
+        for d in disks:
+            read += d.read_bps
+            write += d.write_bps
+        out["disk_read_bps"] = read
+        out["disk_write_bps"] = write
+    net = m.net_total
+    out["net_rx_bps"] = float(net.rx_bps)
+    out["net_tx_bps"] = float(net.tx_bps)
+    connections = m.connections
+    out["tcp"] = float(connections.tcp)
+    out["udp"] = float(connections.udp)
+    out["processes"] = float(m.processes)
+    temps = m.temperatures
+    if temps:
+        out["temperature_max"] = float(max(t.celsius for t in temps))
+    gpus = m.gpus
+    if gpus:
+        out["gpu_utilization"] = sum(g.utilization for g in gpus) / len(gpus)
+        out["gpu_memory_used"] = float(sum(g.memory_used for g in gpus))
+    return out

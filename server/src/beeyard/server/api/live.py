@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -34,7 +35,7 @@ from beeyard.server import context
 from beeyard.server.api.servers import fleet, one
 from beeyard.server.auth.middleware import resolve
 from beeyard.server.auth.principal import Access, Denied, authorize
-from beeyard.server.http.envelope import ApiError, dumps
+from beeyard.server.http.envelope import ApiError, dumps, dumps_bytes
 from beeyard.server.http.middleware import API_CSP
 from beeyard.server.http.routing import route
 from beeyard.server.hub.live import Subscription
@@ -117,6 +118,7 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
         first = dumps(await snapshot(request))
         await ws.prepare(request)
         reader = asyncio.create_task(_discard_incoming(ws))
+        send_text = functools.partial(ws.send_frame, opcode=WSMsgType.TEXT)
         try:
             await _send(ws.send_str, first)
             loop = asyncio.get_running_loop()
@@ -144,8 +146,8 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
                 if sub.dropped:
                     await ws.close(code=SLOW_CLOSE, message=b"too slow; reconnect")
                     break
-                if events:
-                    await _send(ws.send_str, dumps(events))
+                if events:  # JSON written straight to bytes: no str made only to encode it
+                    await _send(send_text, dumps_bytes(events))
         except (TimeoutError, ConnectionResetError):
             pass  # a stuck or vanished client: drop it
         finally:

@@ -12,6 +12,7 @@ import json
 import uuid
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from beeyard.shared import native
@@ -52,12 +53,24 @@ def _default(value: Any) -> Any:
 
 
 _ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"), ensure_ascii=False)
+_FAST = msgspec.json.Encoder(enc_hook=_default)
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON; one encoder for all (``json.dumps`` with options builds a new one
-    per call, which the live stream would pay 10,000 times a second)."""
-    return _ENCODER.encode(value)
+    """Compact JSON. msgspec's encoder writes it in C, a live sample's records (msgspec
+    structs) included, at a fraction of the standard library's cost: at 10,000 agents the
+    live stream's JSON was 11 % of the server. The output is the same (timestamps from the
+    database are UTC, written with ``Z``); what msgspec declines, such as an integer beyond
+    64 bits echoed in an error, is written by the standard encoder."""
+    return dumps_bytes(value).decode()
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """``dumps`` as UTF-8 bytes, for writers that take bytes (a WebSocket text frame)."""
+    try:
+        return _FAST.encode(value)
+    except (TypeError, OverflowError, msgspec.EncodeError):
+        return _ENCODER.encode(value).encode()
 
 
 def ok(data: Any = None, *, status: int = 200, **extra: Any) -> web.Response:

@@ -27,7 +27,7 @@ from typing import Any
 
 from beeyard.shared import native
 from beeyard.shared.frames import SUMMARY_NAMES
-from beeyard.shared.summaries import scalars
+from beeyard.shared.summaries import record_scalars, scalars
 
 RING_SECONDS = 15 * 60.0  # how much history of live samples each server keeps
 DEFAULT_INTERVAL = 1.0  # seconds between samples, until the agent's hello says otherwise
@@ -73,8 +73,8 @@ class Ring:
     def append(self, ts: float, values: dict[str, float]) -> None:
         i = self._head
         self._ts[i] = ts
-        self._values[i * _WIDTH:(i + 1) * _WIDTH] = array("f", [values.get(n, _NAN)
-                                                                 for n in SUMMARY_NAMES])
+        self._values[i * _WIDTH:(i + 1) * _WIDTH] = array("f", map(values.get, SUMMARY_NAMES,
+                                                                   _NANS))
         self._head = (i + 1) % self.size
         self._count = min(self._count + 1, self.size)
 
@@ -115,6 +115,7 @@ class _Server:
 
 _WIDTH = len(SUMMARY_NAMES)
 _NAN = float("nan")
+_NANS = (_NAN,) * _WIDTH
 
 
 def _ring_length(interval: float) -> int:
@@ -321,7 +322,8 @@ class LiveState:
         if s.latest is not None and ts < s.latest[0]:
             return  # out of order (a clock step back): the ring stays sorted
         s.latest = (ts, metrics)
-        values = s.values = scalars(metrics)
+        values = s.values = (record_scalars(metrics) if native.is_record(metrics)
+                             else scalars(metrics))
         s.ring.append(ts, values)
         gpus = metrics.get("gpus")
         if gpus:
