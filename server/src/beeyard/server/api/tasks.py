@@ -221,8 +221,7 @@ async def _start(request: web.Request, task: dict[str, Any], servers: list[tuple
         run_id = await runner.start(task, servers, trigger=trigger, starter=_starter(request),
                                     retry_of=retry_of)
     except asyncpg.ForeignKeyViolationError:  # deleted between our read and the insert
-        raise ApiError(409, f"task {task['id']} or one of its servers was deleted meanwhile; "
-                            f"try again") from None
+        raise gone from None
     request[context.AUDIT_DETAIL] = {"run_id": run_id, "trigger": trigger,
                                      "servers": [sid for sid, _ in servers]}
     await asyncio.sleep(0)  # let the parts that fail at once (offline, denied) say so

@@ -158,8 +158,16 @@ async def append_output(db: Db, run_id: int, server_id: int, data: bytes, total:
 
 
 async def finish_run(db: Db, run_id: int, state: str) -> None:
+    """The run is over; a server part that never got to record an end of its own (the
+    run was cancelled, or the server stopped, before that part started) is cancelled
+    with it rather than left ``queued`` for ever."""
     await db.execute(
-        "UPDATE task_runs SET state = $2, finished_at = now() WHERE id = $1 AND state = 'running'",
+        """WITH parts AS (
+               UPDATE task_results SET state = 'cancelled', finished_at = now(),
+                      reason = coalesce(reason, 'the run ended before this server''s part did')
+                WHERE run_id = $1 AND state IN ('queued', 'running'))
+           UPDATE task_runs SET state = $2, finished_at = now()
+            WHERE id = $1 AND state = 'running'""",
         run_id, state)
 
 
