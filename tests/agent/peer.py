@@ -161,6 +161,26 @@ class AgentPeer:
             await self._arrived.wait_for(lambda: len(matching()) >= count)
         return matching()
 
+    async def reply(self, call_id: int, timeout: float = 20.0) -> dict[str, Any]:
+        """The agent's one reply to call ``call_id`` (it must answer each call once)."""
+        found = await self.wait_for_id("reply", call_id, timeout)
+        return found.frame.body
+
+    async def wait_for_id(self, frame_type: str, frame_id: int,
+                          timeout: float = 20.0) -> Received:
+        assert self._arrived is not None
+
+        def matching() -> list[Received]:
+            return [r for r in self.frames if r.frame.type == frame_type
+                    and r.frame.id == frame_id]
+
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(lambda: len(matching()) >= 1)
+        await asyncio.sleep(0.05)  # a second answer to the same call would show now
+        found = matching()
+        assert len(found) == 1, f"{frame_type} {frame_id} arrived {len(found)} times"
+        return found[0]
+
     async def wait_connections(self, n: int, timeout: float = 20.0) -> None:
         """Wait until ``n`` connections have said hello."""
         await self.wait_for("hello", count=n, timeout=timeout)

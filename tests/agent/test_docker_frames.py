@@ -6,33 +6,12 @@ every call once, and keeps its link."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from tests.agent.peer import AgentPeer, AgentProcess, write_config
 
 from beeyard.agent.config import DockerConfig
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    running: list[AgentProcess] = []
-    yield running
-    for agent in running:
-        agent.stop()
-
-
-async def reply(peer: AgentPeer, call_id: int) -> dict[str, Any]:
-    for _ in range(400):
-        found = [r for r in peer.frames if r.frame.type == "reply" and r.frame.id == call_id]
-        if found:
-            assert len(found) == 1, f"call {call_id} answered {len(found)} times"
-            return found[0].frame.body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no reply to call {call_id}")
 
 
 async def test_docker_requests_outside_the_policy_or_the_declarations_are_refused(
@@ -66,7 +45,7 @@ async def test_docker_requests_outside_the_policy_or_the_declarations_are_refuse
     ]
     for i, (body, code, words) in enumerate(cases, start=1):
         await peer.send("request", body, id=i)
-        answer = await reply(peer, i)
+        answer = await peer.reply(i)
         assert answer["ok"] is False and answer["error"] == code, (body, answer)
         assert words in answer["reason"], (body, answer)
     assert not sock.exists()
@@ -75,7 +54,7 @@ async def test_docker_requests_outside_the_policy_or_the_declarations_are_refuse
     # a valid request still gets a real answer: no engine here, said once in the log
     for i in range(100, 105):
         await peer.send("request", {"op": "docker.info", "args": {}}, id=i)
-        answer = await reply(peer, i)
+        answer = await peer.reply(i)
         assert answer["error"] == "unavailable" and str(sock) in answer["reason"], answer
     assert agent.output().count("said at most once a minute") == 1
     assert agent.proc.poll() is None and "Traceback" not in agent.output()

@@ -9,7 +9,6 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +23,6 @@ from beeyard.shared import wire
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.stop()
 
 
 def start(agents: list[AgentProcess], peer: AgentPeer, tmp_path: Path, **config: Any) -> (

@@ -5,27 +5,16 @@ grants, answers each call once with a reason, and keeps its link."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgpack
-import pytest
 from tests.agent.peer import AgentPeer, AgentProcess, write_config
 
 from beeyard.agent.config import FilesConfig
 from beeyard.shared import wire
-
-
-@pytest.fixture
-def agents() -> Iterator[list[AgentProcess]]:
-    running: list[AgentProcess] = []
-    yield running
-    for agent in running:
-        agent.stop()
 
 
 async def linked(agents: list[AgentProcess], peer: AgentPeer, tmp_path: Path,
@@ -39,18 +28,6 @@ async def linked(agents: list[AgentProcess], peer: AgentPeer, tmp_path: Path,
     return agent, path
 
 
-async def reply(peer: AgentPeer, call_id: int) -> dict[str, Any]:
-    """The agent's one reply to ``call_id``."""
-    def ours() -> list[Any]:
-        return [r for r in peer.frames if r.frame.type == "reply" and r.frame.id == call_id]
-
-    for _ in range(400):
-        found = ours()
-        if found:
-            assert len(found) == 1, f"call {call_id} answered {len(found)} times"
-            return found[0].frame.body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no reply to call {call_id}")
 
 
 async def test_a_capability_the_config_lacks_is_denied_with_how_to_enable_it(
@@ -61,7 +38,7 @@ async def test_a_capability_the_config_lacks_is_denied_with_how_to_enable_it(
                             files=FilesConfig(roots=(tmp_path / "root",)))
     await peer.send("request", {"op": "files.stat", "args": {"path": str(tmp_path / "root")}},
                     id=1)
-    body = await reply(peer, 1)
+    body = await peer.reply(1)
     assert body["ok"] is False and body["error"] == "denied"
     assert "files capability is off on this host" in body["reason"]
     assert "beeyard-agent grant files" in body["reason"]
@@ -83,11 +60,11 @@ async def test_a_local_grant_allows_and_its_revocation_refuses_the_next_call(
 
     cli("grant", "files", "--for", "30m")
     await peer.send("request", {"op": "files.stat", "args": {"path": str(root)}}, id=2)
-    body = await reply(peer, 2)
+    body = await peer.reply(2)
     assert body["ok"] is True, body
     cli("revoke", "files")
     await peer.send("request", {"op": "files.stat", "args": {"path": str(root)}}, id=3)
-    assert (await reply(peer, 3))["error"] == "denied"  # at once, not at the next hello
+    assert (await peer.reply(3))["error"] == "denied"  # at once, not at the next hello
 
 
 async def test_nothing_in_a_request_widens_the_policy(
@@ -103,15 +80,15 @@ async def test_nothing_in_a_request_widens_the_policy(
     await peer.send("request", {"op": "files.stat", "args": {
         "path": str(outside / "secret.txt"), "roots": [str(outside)], "capabilities": ["files"],
     }}, id=4)
-    body = await reply(peer, 4)
+    body = await peer.reply(4)
     assert body["error"] == "invalid" and "unknown fields roots" in body["reason"]  # refused
     await peer.send("request", {"op": "files.stat",
                                 "args": {"path": str(outside / "secret.txt")}}, id=5)
-    body = await reply(peer, 5)
+    body = await peer.reply(5)
     assert body["error"] == "denied" and "outside" in body["reason"], body
     await peer.send("request", {"op": "files.stat", "args": {"path": str(root / ".." / "outside" /
                                                                          "secret.txt")}}, id=6)
-    assert (await reply(peer, 6))["error"] == "denied"
+    assert (await peer.reply(6))["error"] == "denied"
 
 
 async def test_malformed_and_unknown_requests_get_one_clear_answer_and_the_link_stays(
@@ -119,12 +96,12 @@ async def test_malformed_and_unknown_requests_get_one_clear_answer_and_the_link_
 ) -> None:
     agent, _ = await linked(agents, peer, tmp_path, capabilities=("files",))
     await peer.send("request", {"op": "launch.missiles", "args": {}}, id=10)
-    body = await reply(peer, 10)
+    body = await peer.reply(10)
     assert body["error"] == "unknown_op" and "launch.missiles" in body["reason"]
     await peer.send("request", {"op": "files.nothing", "args": {}}, id=11)
-    assert (await reply(peer, 11))["error"] == "unknown_op"
+    assert (await peer.reply(11))["error"] == "unknown_op"
     await peer.send("request", {"op": "files.stat", "args": {"path": 42}}, id=12)
-    body = await reply(peer, 12)
+    body = await peer.reply(12)
     assert body["error"] == "invalid" and "args.path" in body["reason"]
     # frames the decoder refuses, and frames for calls that do not exist
     await peer.send_raw(msgpack.packb({"t": "request", "b": {"op": "../etc", "args": {}},
@@ -156,12 +133,12 @@ async def test_input_to_a_call_that_takes_none_ends_that_call_only(
                                 "window": 1}, id=20)
     await peer.wait_for("data")
     await peer.send("data", {"data": b"overwrite", "eof": True}, id=20)
-    body = await reply(peer, 20)
+    body = await peer.reply(20)
     assert body["error"] == "invalid" and "takes no input" in body["reason"]
     assert (root / "big.bin").read_bytes() == b"\0" * (4 << 20)
     await peer.send("request", {"op": "files.stat", "args": {"path": str(root / "big.bin")}},
                     id=21)
-    assert (await reply(peer, 21))["ok"] is True
+    assert (await peer.reply(21))["ok"] is True
 
 
 async def test_empty_input_frames_end_the_call_and_write_nothing(
@@ -177,7 +154,7 @@ async def test_empty_input_frames_end_the_call_and_write_nothing(
         "path": str(root / "new.bin"), "size": 4,
         "sha256": "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589"}}, id=30)
     await peer.send("data", {"data": b"", "eof": False}, id=30)
-    body = await reply(peer, 30)
+    body = await peer.reply(30)
     assert body["error"] == "invalid" and "empty data frame" in body["reason"]
     assert sorted(p.name for p in root.iterdir()) == []  # no target, no temp file
 
