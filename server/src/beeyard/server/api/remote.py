@@ -20,10 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from beeyard.server import context
-from beeyard.server.db import servers
 from beeyard.server.http.envelope import ApiError
 from beeyard.server.hub.agents import HUB
-from beeyard.server.hub.calls import Call, RemoteError
+from beeyard.server.hub.calls import Call, RemoteError, early_refusal
 from beeyard.shared.operations import lookup
 
 STATUS = {
@@ -48,20 +47,24 @@ def api_error(exc: RemoteError) -> ApiError:
     return ApiError(STATUS.get(exc.code, 502), exc.reason or exc.code)
 
 
+async def preflight(request: web.Request, server_id: int, capability: str) -> None:
+    """The server's own checks before it asks the agent (which checks again): the server
+    exists, its agent reported ``capability``, and it is linked to this process."""
+    refusal = await early_refusal(context.pool(request), server_id, capability)
+    if refusal is not None:
+        raise api_error(refusal)
+    link = request.app[HUB].links.get(server_id)
+    if link is None or link.closing:
+        raise ApiError(404, f"server {server_id} is offline")
+
+
 async def start(request: web.Request, server_id: int, op_name: str, args: dict[str, Any],
                 *, window: int | None = None, detail: dict[str, Any] | None = None) -> Call:
     """Open a call after the server's own checks; raises the ``ApiError`` to answer."""
     op = lookup(op_name)
     request[context.AUDIT_TARGET] = f"server:{server_id}"
     request[context.AUDIT_DETAIL] = {"op": op_name, **(detail or {})}
-    allowed = await servers.capabilities(context.pool(request), server_id)
-    if allowed is None:
-        raise ApiError(404, f"server {server_id} not found")
-    if op.capability not in allowed:
-        raise ApiError(403, f"server {server_id} does not allow {op.capability}: its agent "
-                            f"has not enabled that capability (the host's operator turns it "
-                            f"on in the agent's config or with `beeyard-agent grant "
-                            f"{op.capability}`)")
+    await preflight(request, server_id, op.capability)
     try:
         return request.app[HUB].call(server_id, op_name, args, window)
     except RemoteError as exc:

@@ -42,11 +42,10 @@ from beeyard.server.api.live import check_origin
 from beeyard.server.auth.channels import ChannelTokens, TooMany
 from beeyard.server.auth.middleware import resolve
 from beeyard.server.auth.principal import Access, Denied, Principal, authorize
-from beeyard.server.db import audit, servers
+from beeyard.server.db import audit
 from beeyard.server.http.envelope import ApiError, dumps, ok
 from beeyard.server.http.params import path_id
 from beeyard.server.http.routing import route
-from beeyard.server.hub.agents import HUB
 from beeyard.server.hub.calls import Call, RemoteError
 from beeyard.shared.frames import CHUNK
 from beeyard.shared.operations.terminal import MAX_COLS, MAX_ROWS
@@ -135,21 +134,6 @@ def sessions(app: web.Application) -> Sessions:
     return _SESSIONS[app]
 
 
-async def _early_checks(request: web.Request, server_id: int) -> None:
-    """What the server knows without asking the agent: the server exists, is online,
-    and its agent reported the terminal capability."""
-    allowed = await servers.capabilities(context.pool(request), server_id)
-    if allowed is None:
-        raise ApiError(404, f"server {server_id} not found")
-    if PURPOSE not in allowed:
-        raise ApiError(403, f"server {server_id} does not allow terminal: its agent has not "
-                            f"enabled that capability (the host's operator turns it on in the "
-                            f"agent's config or with `beeyard-agent grant terminal`)")
-    link = request.app[HUB].links.get(server_id)
-    if link is None or link.closing:
-        raise ApiError(404, f"server {server_id} is offline")
-
-
 @route("POST", "/api/ws/terminal/{server_id}/token", Access.ADMIN, "terminal.token",
        tags=("terminal",), response=TOKEN_RESPONSE, extra_statuses=(404, 429))
 async def mint_token(request: web.Request) -> web.Response:
@@ -162,7 +146,7 @@ async def mint_token(request: web.Request) -> web.Response:
     """
     server_id = path_id(request, "server", "server_id")
     request[context.AUDIT_TARGET] = f"server:{server_id}"
-    await _early_checks(request, server_id)
+    await remote.preflight(request, server_id, PURPOSE)
     store = channel_tokens(request.app)
     try:
         token = store.mint(context.principal(request), PURPOSE, server_id)

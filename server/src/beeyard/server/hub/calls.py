@@ -33,6 +33,23 @@ class RemoteError(Exception):
         self.reason = reason
 
 
+async def early_refusal(pool: Any, server_id: int, capability: str) -> RemoteError | None:
+    """Why the server refuses at once, without asking the agent: no such server
+    (``not_found``), or its agent has not reported ``capability`` (``denied``). The
+    record is the agent's last word, never an authority: the agent checks again."""
+    from beeyard.server.db import servers  # the hub's one look at the database here
+
+    allowed = await servers.capabilities(pool, server_id)
+    if allowed is None:
+        return RemoteError("not_found", f"server {server_id} not found")
+    if capability not in allowed:
+        return RemoteError("denied", f"server {server_id} does not allow {capability}: its "
+                                     f"agent has not enabled that capability (the host's "
+                                     f"operator turns it on in the agent's config or with "
+                                     f"`beeyard-agent grant {capability}`)")
+    return None
+
+
 class Carrier(Protocol):
     """What a call needs of its link (``hub.agents.Link``)."""
 

@@ -33,10 +33,10 @@ from typing import Any
 from aiohttp import web
 
 from beeyard.server import context
-from beeyard.server.db import audit, servers
+from beeyard.server.db import audit
 from beeyard.server.db import tasks as tasks_db
 from beeyard.server.hub.agents import HUB
-from beeyard.server.hub.calls import Call, RemoteError
+from beeyard.server.hub.calls import Call, RemoteError, early_refusal
 
 log = logging.getLogger("beeyard.server.tasks")
 
@@ -264,16 +264,11 @@ class Runner:
                         "bytes": part.output_bytes})
 
     async def _execute(self, run: LiveRun, part: Part, command: dict[str, Any]) -> None:
-        allowed = await servers.capabilities(self.pool, part.server_id)
-        if allowed is None:
-            await self._finish(run, part, "offline", reason=f"server {part.server_id} no "
-                                                            f"longer exists")
-            return
-        if "exec" not in allowed:
-            await self._finish(run, part, "denied", reason=(
-                f"server {part.server_id} does not allow exec: its agent has not enabled "
-                f"that capability (the host's operator turns it on in the agent's config "
-                f"or with `beeyard-agent grant exec`)"))
+        refusal = await early_refusal(self.pool, part.server_id, "exec")
+        if refusal is not None:
+            gone = refusal.code == "not_found"
+            await self._finish(run, part, "offline" if gone else "denied", reason=(
+                f"server {part.server_id} no longer exists" if gone else refusal.reason))
             return
         try:
             call = self.app[HUB].call(part.server_id, "exec.run", command)
