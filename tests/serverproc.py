@@ -215,6 +215,18 @@ def postgres_processes(data_dir: Path) -> list[psutil.Process]:
     return found
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 15) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds: a process a test started, by its PID."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 def alive(pid: int) -> bool:
     try:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)

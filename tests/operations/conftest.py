@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 from tests.conftest import Api
-from tests.serverproc import clean_env
+from tests.serverproc import clean_env, stop_process
 
 from beeyard.agent import tomlwriter
 
@@ -50,16 +49,7 @@ class AgentHost:
 
     def stop(self) -> int | None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode
+        return None if proc is None else stop_process(proc, grace=20)
 
     def configure(self, **keys: Any) -> None:
         """Set top-level keys or whole tables of the agent's config file."""

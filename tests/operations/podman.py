@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.serverproc import REQUIRE_ALL
+from tests.serverproc import REQUIRE_ALL, stop_process
 
 IMAGE = "localhost/beeyard-test-bb:latest"
 BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
@@ -112,7 +111,7 @@ def start(base: Path) -> Podman:
                 if time.monotonic() > deadline:
                     raise
         if proc.poll() is not None or time.monotonic() > deadline:
-            stop_proc(proc)
+            stop_process(proc)
             raise RuntimeError("podman system service did not start: "
                                + (base / "service.log").read_text(errors="replace")[-2000:])
         time.sleep(0.05)
@@ -126,14 +125,4 @@ def stop(engine: Podman) -> None:
             container.remove(force=True)
     finally:
         engine.client.close()
-        stop_proc(engine.proc)
-
-
-def stop_proc(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(engine.proc)
