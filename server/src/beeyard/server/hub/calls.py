@@ -17,6 +17,7 @@ import asyncio
 import collections
 from typing import Any, Protocol
 
+from beeyard.server.db import servers
 from beeyard.shared.frames import CHUNK, INPUT_WINDOW
 from beeyard.shared.operations import Operation
 
@@ -37,8 +38,6 @@ async def early_refusal(pool: Any, server_id: int, capability: str) -> RemoteErr
     """Why the server refuses at once, without asking the agent: no such server
     (``not_found``), or its agent has not reported ``capability`` (``denied``). The
     record is the agent's last word, never an authority: the agent checks again."""
-    from beeyard.server.db import servers  # the hub's one look at the database here
-
     allowed = await servers.capabilities(pool, server_id)
     if allowed is None:
         return RemoteError("not_found", f"server {server_id} not found")
