@@ -116,7 +116,7 @@ async def test_a_second_connection_replaces_the_first(
     assert live.online(server_id)
     await second.send("ping", {"ts": 1.0})
     assert (await second.recv()).type == "pong"
-    assert client.server.app[HUB].links[server_id].ws is not None
+    assert not client.server.app[HUB].links[server_id].sock.closed
 
 
 async def test_garbage_frames_are_survived_then_the_link_is_closed(

@@ -22,8 +22,11 @@ The link's life:
    (token rotated, server shutting down). Then the server is marked offline
    (unless a newer link of it took over).
 
-Sending never blocks the hub either: each link has a small outgoing buffer
-drained by a short-lived task; a link whose buffer overflows is closed.
+Reading is not a loop: after the upgrade ``hub/socket.py`` hands each message
+to ``AgentHub._message`` as its bytes arrive, so a sample is applied without
+waking any task. Sending never blocks the hub either: a frame goes straight to
+the socket while it has room; past that, to a small per-link buffer drained by
+a short-lived task; a link whose buffer overflows is closed.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import time
 from typing import Any
 
 import asyncpg
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from beeyard.server import context
 from beeyard.server.auth import tokens
@@ -48,6 +52,7 @@ from beeyard.server.http.envelope import ApiError
 from beeyard.server.http.routing import route
 from beeyard.server.hub.calls import DEFAULT_WINDOW, Call, RemoteError
 from beeyard.server.hub.live import LiveState
+from beeyard.server.hub.socket import AgentSocket
 from beeyard.shared import wire
 from beeyard.shared.operations import lookup
 
@@ -76,11 +81,11 @@ def silence_limit(heartbeat: float, interval: float) -> float:
 class Link:
     """One agent's WebSocket after its hello was accepted."""
 
-    def __init__(self, hub: AgentHub, server_id: int, ws: web.WebSocketResponse,
+    def __init__(self, hub: AgentHub, server_id: int, sock: AgentSocket,
                  token_digest: bytes, interval: float) -> None:
         self.hub = hub
         self.server_id = server_id
-        self.ws = ws
+        self.sock = sock
         self.token_digest = token_digest
         self.interval = interval
         self.silence = silence_limit(hub.heartbeat, interval)
@@ -91,6 +96,7 @@ class Link:
         self.closing = False
         self.farewell = ("shutdown", "link closed")  # the bye when the reader ends it
         self.rotating = False  # a rotation is under way: the API closes the link after it
+        self.over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._out: collections.deque[bytes] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
         self._room = asyncio.Event()  # set while the outgoing queue is under half full
@@ -102,11 +108,15 @@ class Link:
         """Queue a frame for the agent; False if the link is closing or overflowing."""
         if self.closing:
             return False
+        data = wire.encode(frame_type, body, id)
+        if not self._out and self.sock.writable:  # straight out: no task per frame
+            self.sock.write(data)
+            return True
         if len(self._out) >= OUT_BUFFER:
             log.warning("server %d: the agent is not reading; closing its link", self.server_id)
             self.hub.spawn(self.close("shutdown", "the agent stopped reading", retry=True))
             return False
-        self._out.append(wire.encode(frame_type, body, id))
+        self._out.append(data)
         if len(self._out) >= OUT_BUFFER // 2:
             self._room.clear()
         if self._sender is None:
@@ -115,8 +125,9 @@ class Link:
 
     async def _flush(self) -> None:
         try:
-            while self._out and not self.ws.closed:
-                await self.ws.send_bytes(self._out.popleft())
+            while self._out and not self.sock.closed:
+                await self.sock.drain()
+                self.sock.write(self._out.popleft())
                 if len(self._out) < OUT_BUFFER // 2:
                     self._room.set()
         except Exception as exc:  # the transport went away under us; the reader sees it too
@@ -141,13 +152,10 @@ class Link:
             if self._sender is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.shield(self._sender), CLOSE_TIMEOUT)
-            if not self.ws.closed:
-                with contextlib.suppress(Exception):
-                    await self.ws.send_bytes(
-                        wire.encode("bye", {"code": code, "reason": reason, "retry": retry}))
-            with contextlib.suppress(Exception):
-                await self.ws.close()
+            await _bye(self.sock, code, reason, retry=retry)
         finally:
+            if not self.over.done():
+                self.over.set_result(None)
             for fut in self.pending.values():
                 if not fut.done():
                     fut.set_exception(ConnectionResetError("the link closed"))
@@ -246,8 +254,8 @@ class AgentHub:
     # -- one connection --------------------------------------------------------
 
     async def serve(self, app: web.Application, server_id: int, token_digest: bytes,
-                    ws: web.WebSocketResponse) -> None:
-        hello = await self._hello(ws, server_id)
+                    sock: AgentSocket) -> None:
+        hello = await self._hello(sock, server_id)
         if hello is None:
             return
         body = hello.body
@@ -261,14 +269,14 @@ class AgentHub:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("server %d: cannot record its hello (%s); asking it to retry",
                         server_id, exc)
-            await _bye(ws, "shutdown", "the server cannot reach its database; retrying later",
+            await _bye(sock, "shutdown", "the server cannot reach its database; retrying later",
                        retry=True)
             return
         if not current:  # the token was rotated between the upgrade and now
-            await _bye(ws, "revoked", "this run token was replaced; enroll the agent again",
+            await _bye(sock, "revoked", "this run token was replaced; enroll the agent again",
                        retry=False)
             return
-        link = Link(self, server_id, ws, token_digest, body["interval"])
+        link = Link(self, server_id, sock, token_digest, body["interval"])
         old = self.links.get(server_id)
         self.links[server_id] = link
         if old is not None:
@@ -285,8 +293,10 @@ class AgentHub:
         log.info("server %d connected (agent %s, protocol %s)", server_id,
                  body["agent_version"], body["protocol"])
         try:
-            await self._read(link)
+            sock.deliver(functools.partial(self._message, link))
+            await asyncio.wait({link.over, sock.ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            sock.stop()
             self._gone(link)
             code, reason = link.farewell
             await link.close(code, reason, retry=True)
@@ -299,32 +309,32 @@ class AgentHub:
             self.live.mark_offline(link.server_id)
             self.spawn(_touch(self.pool, link.server_id))
 
-    async def _hello(self, ws: web.WebSocketResponse, server_id: int) -> wire.Frame | None:
+    async def _hello(self, sock: AgentSocket, server_id: int) -> wire.Frame | None:
         try:
-            msg = await ws.receive(timeout=HELLO_TIMEOUT)
+            first = await sock.first(HELLO_TIMEOUT)
         except TimeoutError:
-            await _bye(ws, "invalid_frame", f"no hello within {HELLO_TIMEOUT:g} s", retry=True)
+            await _bye(sock, "invalid_frame", f"no hello within {HELLO_TIMEOUT:g} s", retry=True)
             return None
-        if msg.type != WSMsgType.BINARY:
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                            WSMsgType.ERROR):
-                return None
-            await _bye(ws, "invalid_frame", "frames are binary msgpack messages", retry=True)
+        if first is None:
+            return None
+        payload, binary = first
+        if not binary:
+            await _bye(sock, "invalid_frame", "frames are binary msgpack messages", retry=True)
             return None
         try:
-            frame = wire.decode(msg.data)
+            frame = wire.decode(payload)
         except wire.WireError as exc:
             self.bad_frames += 1
-            await _bye(ws, "invalid_frame", f"bad hello: {exc}", retry=True)
+            await _bye(sock, "invalid_frame", f"bad hello: {exc}", retry=True)
             return None
         if frame.type != "hello":
-            await _bye(ws, "invalid_frame", f"the first frame must be hello, not {frame.type}",
+            await _bye(sock, "invalid_frame", f"the first frame must be hello, not {frame.type}",
                        retry=True)
             return None
         reason = wire.compatible(frame.body["protocol"])
         if reason is not None:
             log.info("server %d: refused agent protocol %s", server_id, frame.body["protocol"])
-            await _bye(ws, "incompatible", reason, retry=False)
+            await _bye(sock, "incompatible", reason, retry=False)
             return None
         return frame
 
@@ -355,26 +365,23 @@ class AgentHub:
                 self._gone(link)  # offline now, not after the close handshake times out
                 self.spawn(link.close(*link.farewell, retry=True))
 
-    async def _read(self, link: Link) -> None:
-        ws = link.ws
-        while not link.closing:
-            msg = await ws.receive()
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
-                            WSMsgType.ERROR):
-                return
-            link.last_frame = time.monotonic()
-            if msg.type != WSMsgType.BINARY:
-                if not self._bad(link, "a text message"):
-                    return
-                continue
+    def _message(self, link: Link, payload: bytes, binary: bool) -> None:
+        """One message from the agent, handled as it arrives (``hub/socket.py``): no task
+        is woken per frame."""
+        link.last_frame = time.monotonic()
+        if not binary:
+            ok = self._bad(link, "a text message")
+        else:
             try:
-                frame = wire.decode(msg.data)
+                frame = wire.decode(payload)
             except wire.WireError as exc:
-                if not self._bad(link, str(exc)):
-                    return
-                continue
-            if not await self._dispatch(link, frame):
-                return
+                ok = self._bad(link, str(exc))
+            else:
+                ok = self._dispatch(link, frame)
+        if not ok:
+            link.sock.stop()
+            if not link.over.done():
+                link.over.set_result(None)
 
     def _bad(self, link: Link, why: str) -> bool:
         """Count a bad frame; False once the link has sent too many."""
@@ -386,15 +393,16 @@ class AgentHub:
             return False
         return True
 
-    async def _dispatch(self, link: Link, frame: wire.Frame) -> bool:
+    def _dispatch(self, link: Link, frame: wire.Frame) -> bool:
         """Act on one frame; False ends the link."""
         t, body, sid = frame.type, frame.body, link.server_id
         if t == "sample":
             self.live.record_sample(sid, body["ts"], body["metrics"])
         elif t == "summary":
             self.live.seen(sid)
-            if self.ingest is not None:
-                await self.ingest.put(sid, body)  # blocks when full: backpressure
+            if self.ingest is not None and not self.ingest.offer(sid, body):
+                link.sock.pause_reading()  # at once: no later frame of this link overtakes it
+                self.spawn(self._backpressure(link, sid, body))
         elif t == "ping":
             self.live.seen(sid)
             link.send("pong", {"ts": body["ts"]})
@@ -425,12 +433,22 @@ class AgentHub:
             return self._bad(link, f"unexpected {t} frame")
         return True
 
+    async def _backpressure(self, link: Link, server_id: int, body: dict[str, Any]) -> None:
+        """The ingest queue is full (the database is slow or down): stop reading this
+        agent until its summary fits. Its further summaries stay in its spool, not in
+        our memory, and its samples wait in the socket."""
+        try:
+            await self.ingest.put(server_id, body)
+        finally:
+            link.sock.resume_reading()
 
-async def _bye(ws: web.WebSocketResponse, code: str, reason: str, *, retry: bool) -> None:
+
+async def _bye(sock: AgentSocket, code: str, reason: str, *, retry: bool) -> None:
+    """Say why the link ends, then close it (the agent logs the reason)."""
     with contextlib.suppress(Exception):
-        await ws.send_bytes(wire.encode("bye", {"code": code, "reason": reason, "retry": retry}))
+        await sock.send(wire.encode("bye", {"code": code, "reason": reason, "retry": retry}))
     with contextlib.suppress(Exception):
-        await ws.close()
+        await sock.close(within=CLOSE_TIMEOUT)
 
 
 async def _touch(pool: Any, server_id: int) -> None:
@@ -452,8 +470,9 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     registration). An unknown or revoked token is refused before the upgrade
     with 401 and ``"code": "unknown_token"``; the agent stops retrying on it.
     """
+    # No extensions (compress=False): hub/socket.py reads the frames after the upgrade.
     ws = web.WebSocketResponse(max_msg_size=wire.MAX_FRAME, timeout=CLOSE_TIMEOUT,
-                               autoping=True)
+                               compress=False)
     if not ws.can_prepare(request).ok:
         raise ApiError(426, "this is the agent WebSocket: connect with a WebSocket client")
     server_id = context.principal(request).server_id
@@ -461,11 +480,9 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     if server_id is None or token is None:  # pragma: no cover - Access.AGENT ensures both
         raise ApiError(401, "authentication required")
     await ws.prepare(request)
-    # The link runs in a task of its own: every frame wakes the reading coroutine, and
-    # inside the handler that wake-up would resume the whole middleware chain above it
-    # (seven frames) each time; a task resumes only its own short stack.
+    sock = AgentSocket.take(request, wire.MAX_FRAME)  # frames from here on: hub/socket.py
     hub = request.app[HUB]
-    await asyncio.create_task(hub.serve(request.app, server_id, tokens.digest(token), ws),
+    await asyncio.create_task(hub.serve(request.app, server_id, tokens.digest(token), sock),
                               name=f"agent-link:{server_id}")
     return ws
 

@@ -1,0 +1,343 @@
+"""The agent link's WebSocket once upgraded: frames handled as the bytes arrive.
+
+aiohttp does the upgrade (routing, the auth middleware, the handshake); then
+``AgentSocket.take`` puts this protocol on the connection's transport and the
+frames never go through ``WebSocketResponse.receive()`` again. Why: at 10,000
+agents sending a frame a second each, the reading side of aiohttp's WebSocket
+(its frame reader feeding a queue, a future resolved per message, the link's
+task woken per message, a ``WSMessage`` per frame) was about a sixth of the
+server's CPU and, worse, a task switch between every sample's arrival and its
+handling. Here a complete message is handed to the hub's callback inside
+``data_received``: one call, no task, no queue.
+
+Only what an agent link needs of RFC 6455 on the server side is here: masked
+client frames (an unmasked one is a protocol error), fragmented messages
+reassembled up to ``max_size`` (a larger one is refused with 1009 from its
+header, before its body is read), ping answered with pong, the close handshake
+both ways, no extensions (the upgrade negotiates none). Writes go straight to
+the transport; ``drain()`` waits while the transport is over its high-water
+mark, so a peer that does not read makes its writers wait, not our memory grow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import struct
+from collections.abc import Callable
+
+from aiohttp import web
+
+# The C masking function aiohttp's own frame reader uses (pure Python fallback inside).
+from aiohttp._websocket.helpers import websocket_mask
+
+log = logging.getLogger("beeyard.server.hub")
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_DATA = (OP_TEXT, OP_BINARY)
+CLOSE_PROTOCOL, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_ABNORMAL = 1002, 1009, 1011, 1006
+_LEN16 = struct.Struct("!H")
+_LEN64 = struct.Struct("!Q")
+
+Handler = Callable[[bytes, bool], None]
+"""Called with each complete message and whether it was binary (False: text)."""
+
+
+def frame_header(opcode: int, length: int) -> bytes:
+    """A final, unmasked frame's header (server frames are never masked)."""
+    first = 0x80 | opcode
+    if length < 126:
+        return bytes((first, length))
+    if length < 1 << 16:
+        return bytes((first, 126)) + _LEN16.pack(length)
+    return bytes((first, 127)) + _LEN64.pack(length)
+
+
+def _refusal(b0: int, b1: int, length: int, assembled: int,
+             max_size: int) -> tuple[int, str] | None:
+    """Why a frame with this header must end the link (close code, reason), or None."""
+    opcode = b0 & 0x0F
+    if b0 & 0x70:
+        return CLOSE_PROTOCOL, "reserved bits set (no extension was negotiated)"
+    if not b1 & 0x80:
+        return CLOSE_PROTOCOL, "client frames must be masked"
+    if opcode >= 0x8 and (not b0 & 0x80 or length > 125):
+        return CLOSE_PROTOCOL, "a control frame must be final and at most 125 bytes"
+    if opcode < 0x8 and assembled + length > max_size:
+        return CLOSE_TOO_BIG, f"message over {max_size} bytes"
+    return None
+
+
+class AgentSocket(asyncio.Protocol):
+    """One upgraded agent connection: messages out through a callback, frames in."""
+
+    def __init__(self, transport: asyncio.Transport, http: asyncio.BaseProtocol,
+                 max_size: int) -> None:
+        self._transport = transport
+        self._http = http  # aiohttp's protocol: told when the connection is lost
+        self.max_size = max_size
+        self._buf = bytearray()
+        self._parts: list[bytes] = []  # a fragmented message being reassembled
+        self._parts_size = 0
+        self._parts_binary = True
+        self._handler: Handler | None = None
+        self._early: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._first: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._stopped = False  # stop(): nothing more is read, whoever resumes
+        self._write_paused = False
+        self._drainers: list[asyncio.Future[None]] = []
+        self._close_sent = False
+        self._close_received: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.close_code: int | None = None  # the peer's, or ours when we failed the link
+
+    @classmethod
+    def take(cls, request: web.Request, max_size: int) -> AgentSocket:
+        """Take over the connection of ``request`` right after ``WebSocketResponse.prepare``.
+
+        Nothing can have arrived between the 101 and this call (no await in between,
+        and a client must not send before reading the 101), so no bytes are left behind
+        in aiohttp's reader.
+        """
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the agent went away during the upgrade")
+        sock = cls(transport, request.protocol, max_size)
+        transport.set_protocol(sock)
+        return sock
+
+    # -- reading ----------------------------------------------------------------
+
+    async def first(self, within: float) -> tuple[bytes, bool] | None:
+        """The first message (the hello), or None if the connection ended first.
+        Raises TimeoutError after ``within`` seconds."""
+        if not self._early and not self.ended.done():
+            self._first = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(within):
+                    await asyncio.wait({self._first, self.ended},
+                                       return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._first = None
+        return self._early.popleft() if self._early else None
+
+    def deliver(self, handler: Handler) -> None:
+        """From now on hand every message to ``handler`` (those already read first)."""
+        self._handler = handler
+        while self._early and self._handler is not None and not self._reading_paused:
+            handler(*self._early.popleft())
+
+    def pause_reading(self) -> None:
+        """Stop handing out messages (and reading the socket) until ``resume_reading``:
+        the hub's backpressure when the ingest queue is full."""
+        if not self._reading_paused and not self._stopped:
+            self._reading_paused = True
+            if not self._transport.is_closing():
+                self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and not self._stopped and not self.ended.done():
+            self._reading_paused = False
+            self._transport.resume_reading()
+            if self._handler is not None:
+                self.deliver(self._handler)
+            self._parse()
+
+    def stop(self) -> None:
+        """Drop every further message (the hub has decided to end the link); control
+        frames are still read, so the peer's reply to our close is seen."""
+        self._stopped = True
+        self._handler = None
+        self._early.clear()
+        if self._reading_paused:
+            self._reading_paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+            self._parse()
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if not self._reading_paused:
+            self._parse()
+
+    def _parse(self) -> None:
+        buf = self._buf
+        pos = 0
+        end = len(buf)
+        while not self._reading_paused and end - pos >= 2:
+            b0, b1 = buf[pos], buf[pos + 1]
+            head = pos + 2
+            n = b1 & 0x7F
+            if n == 126:
+                if end - head < 2:
+                    break
+                n = _LEN16.unpack_from(buf, head)[0]
+                head += 2
+            elif n == 127:
+                if end - head < 8:
+                    break
+                n = _LEN64.unpack_from(buf, head)[0]
+                head += 8
+            refusal = _refusal(b0, b1, n, self._parts_size, self.max_size)
+            if refusal is not None:
+                self._fail(*refusal)
+                return
+            if end - head < 4 + n:
+                break
+            payload = buf[head + 4:head + 4 + n]
+            websocket_mask(bytes(buf[head:head + 4]), payload)
+            pos = head + 4 + n
+            if not self._frame(b0 & 0x80, b0 & 0x0F, bytes(payload)):
+                return
+        del buf[:pos]
+
+    def _frame(self, fin: int, opcode: int, payload: bytes) -> bool:
+        """Act on one frame; False when the link is over and parsing must stop."""
+        if opcode in _DATA:
+            if self._parts:
+                self._fail(CLOSE_PROTOCOL, "a new message inside a fragmented one")
+                return False
+            if fin:
+                self._message(payload, opcode == OP_BINARY)
+            else:
+                self._parts, self._parts_size = [payload], len(payload)
+                self._parts_binary = opcode == OP_BINARY
+        elif opcode == OP_CONT:
+            if not self._parts:
+                self._fail(CLOSE_PROTOCOL, "a continuation frame with nothing to continue")
+                return False
+            self._parts.append(payload)
+            self._parts_size += len(payload)
+            if fin:
+                whole, self._parts, self._parts_size = b"".join(self._parts), [], 0
+                self._message(whole, self._parts_binary)
+        elif opcode == OP_PING:
+            self.write(payload, OP_PONG)
+        elif opcode == OP_PONG:
+            pass
+        elif opcode == OP_CLOSE:
+            self._peer_closed(payload)
+            return False
+        else:
+            self._fail(CLOSE_PROTOCOL, f"unknown opcode {opcode:#x}")
+            return False
+        return not self.ended.done()
+
+    def _message(self, payload: bytes, binary: bool) -> None:
+        if self._stopped:
+            return
+        if self._handler is not None and not self._early:
+            try:
+                self._handler(payload, binary)
+            except Exception:  # a bug of ours must not leave a half-handled link open
+                log.exception("the agent link's handler failed; closing the link")
+                self._fail(CLOSE_INTERNAL, "internal error")
+            return
+        self._early.append((payload, binary))
+        if self._first is not None and not self._first.done():
+            self._first.set_result(None)
+
+    def _peer_closed(self, payload: bytes) -> None:
+        self.close_code = _LEN16.unpack_from(payload)[0] if len(payload) >= 2 else 1005
+        if not self._close_received.done():
+            self._close_received.set_result(None)
+        if not self._close_sent:  # echo the close, then we (the server) close the TCP side
+            self.write(payload[:2], OP_CLOSE)
+            self._close_sent = True
+        self._buf.clear()
+        self._transport.close()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """A protocol error: say why in a close frame and drop the connection."""
+        self.close_code = code
+        if not self._close_sent:
+            self._close_sent = True
+            self.write(_LEN16.pack(code) + reason.encode()[:120], OP_CLOSE)
+        self._buf.clear()
+        self._transport.close()
+
+    # -- writing ----------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once a close frame went out or the connection is gone: nothing more is sent."""
+        return self._close_sent or self.ended.done()
+
+    def write(self, payload: bytes, opcode: int = OP_BINARY) -> None:
+        """Queue one frame in the transport (never blocks; see ``drain``)."""
+        if self._transport.is_closing():
+            return
+        if len(payload) < 4096:
+            self._transport.write(frame_header(opcode, len(payload)) + payload)
+        else:
+            self._transport.writelines((frame_header(opcode, len(payload)), payload))
+
+    @property
+    def writable(self) -> bool:
+        """Under the transport's high-water mark: a write now goes out without waiting."""
+        return not self._write_paused
+
+    async def drain(self) -> None:
+        """Wait while the transport holds more than its high-water mark."""
+        if self.ended.done():
+            raise ConnectionResetError("the agent's connection is closed")
+        if self._write_paused:
+            fut = asyncio.get_running_loop().create_future()
+            self._drainers.append(fut)
+            await fut
+
+    async def send(self, payload: bytes) -> None:
+        """Write one binary message and wait until the transport has room again."""
+        if self.closed:
+            raise ConnectionResetError("the agent's connection is closed")
+        self.write(payload)
+        await self.drain()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drainers(None)
+
+    def _wake_drainers(self, exc: BaseException | None) -> None:
+        drainers, self._drainers = self._drainers, []
+        for fut in drainers:
+            if not fut.done():
+                fut.set_result(None) if exc is None else fut.set_exception(exc)
+
+    async def close(self, code: int = 1000, message: bytes = b"", within: float = 3.0) -> None:
+        """The close handshake: our close frame, the peer's within ``within`` s, then the TCP
+        connection is closed. Safe to call more than once."""
+        if not self._close_sent and not self.ended.done():
+            self._close_sent = True
+            self.write(_LEN16.pack(code) + message[:120], OP_CLOSE)
+            self.stop()
+            try:
+                async with asyncio.timeout(within):
+                    await asyncio.wait({self._close_received, self.ended},
+                                       return_when=asyncio.FIRST_COMPLETED)
+            except TimeoutError:
+                pass
+        if not self._transport.is_closing():
+            self._transport.close()
+
+    # -- the connection ---------------------------------------------------------
+
+    def eof_received(self) -> bool:
+        return False  # the peer half-closed: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.close_code is None:
+            self.close_code = CLOSE_ABNORMAL
+        self._wake_drainers(ConnectionResetError("the agent's connection was lost"))
+        if not self.ended.done():
+            self.ended.set_result(None)
+        if self._first is not None and not self._first.done():
+            self._first.set_result(None)
+        self._http.connection_lost(exc)  # aiohttp ends its handler's bookkeeping
+
+    def __repr__(self) -> str:
+        return f"<AgentSocket closed={self.closed} ended={self.ended.done()}>"
