@@ -118,27 +118,23 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
         first = dumps(await snapshot(request))
         await ws.prepare(request)
         reader = asyncio.create_task(_discard_incoming(ws))
+        reader.add_done_callback(lambda _: sub.poke())  # the client left or closed
         send_text = functools.partial(ws.send_frame, opcode=WSMsgType.TEXT)
+        loop = asyncio.get_running_loop()
+        recheck = loop.call_later(REAUTH, sub.poke)
+        checked = loop.time()
         try:
             await _send(ws.send_str, first)
-            loop = asyncio.get_running_loop()
-            checked = loop.time()
             while not ws.closed:
-                waiter = asyncio.create_task(sub.wait())
-                done, _ = await asyncio.wait({waiter, reader}, timeout=REAUTH,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if reader in done:
-                    waiter.cancel()
+                await sub.wait()  # events, or a poke: the re-check is due, the client left
+                if reader.done():
                     break
                 if loop.time() - checked >= REAUTH:
                     if not await still_allowed(request):
-                        waiter.cancel()
                         await ws.close(code=REVOKED_CLOSE, message=b"credential no longer valid")
                         break
                     checked = loop.time()
-                if waiter not in done:
-                    waiter.cancel()
-                    continue
+                    recheck = loop.call_later(REAUTH, sub.poke)
                 if sub.closed:
                     await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
                     break
@@ -151,6 +147,7 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
         except (TimeoutError, ConnectionResetError):
             pass  # a stuck or vanished client: drop it
         finally:
+            recheck.cancel()
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader

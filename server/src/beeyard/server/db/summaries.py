@@ -40,21 +40,27 @@ def _counter(value: float | None) -> int | None:
 
 
 def _columns(rows: Sequence[tuple[int, dict[str, Any]]]) -> list[list[Any]]:
-    """Rows of (server_id, summary body) as one list per column, for unnest."""
-    cols: list[list[Any]] = [[] for _ in range(5 + len(AGGREGATE_COLUMNS))]
-    for server_id, s in rows:
-        cols[0].append(server_id)
-        cols[1].append(minute_time(s["minute"]))
-        cols[2].append(min(s["samples"], 32767))
-        cols[3].append(_counter(s.get("net_rx_bytes")))
-        cols[4].append(_counter(s.get("net_tx_bytes")))
-        values = s["values"]
-        i = 5
-        for name in SUMMARY_NAMES:
-            triple = values.get(name)
-            for k in range(3):
-                cols[i + k].append(None if triple is None else triple[k])
-            i += 3
+    """Rows of (server_id, summary body) as one list per column, for unnest.
+
+    Column by column in comprehensions, each minute's timestamp made once: this runs
+    on the event loop for every summary (10,000 a minute at 10,000 agents), and the
+    row-by-row appends took twice as long."""
+    bodies = [s for _, s in rows]
+    times: dict[int, dt.datetime] = {}
+    for s in bodies:
+        if s["minute"] not in times:
+            times[s["minute"]] = minute_time(s["minute"])
+    cols: list[list[Any]] = [
+        [server_id for server_id, _ in rows],
+        [times[s["minute"]] for s in bodies],
+        [min(s["samples"], 32767) for s in bodies],
+        [_counter(s.get("net_rx_bytes")) for s in bodies],
+        [_counter(s.get("net_tx_bytes")) for s in bodies],
+    ]
+    values = [s["values"] for s in bodies]
+    for name in SUMMARY_NAMES:
+        triples = [v.get(name) for v in values]
+        cols.extend([None if t is None else t[k] for t in triples] for k in range(3))
     return cols
 
 

@@ -106,9 +106,12 @@ class Link:
 
     def send(self, frame_type: str, body: dict[str, Any], id: int | None = None) -> bool:
         """Queue a frame for the agent; False if the link is closing or overflowing."""
+        return self.send_bytes(wire.encode(frame_type, body, id))
+
+    def send_bytes(self, data: bytes) -> bool:
+        """Queue an encoded frame (one ping frame serves every link pinged at once)."""
         if self.closing:
             return False
-        data = wire.encode(frame_type, body, id)
         if not self._out and self.sock.writable:  # straight out: no task per frame
             self.sock.write(data)
             return True
@@ -349,15 +352,16 @@ class AgentHub:
         log.info("server %d now allows: %s", server_id, ", ".join(capabilities) or "nothing")
         self.live.server_updated(server_id, {"capabilities": capabilities})
 
-    def sweep(self) -> None:
-        """Close the links that have been silent for longer than their limit.
+    def sweep(self, links: list[Link] | None = None) -> None:
+        """Close the links (of ``links``, or all) silent for longer than their limit.
 
-        One sweep a second (the presence job) rather than a read deadline per frame:
-        arming and cancelling a timer for every frame was ~8 % of the server's CPU at
-        1,000 agents. A dead link is still noticed within its limit plus a second.
+        Each link swept once a second (the presence job) rather than a read deadline
+        per frame: arming and cancelling a timer for every frame was ~8 % of the
+        server's CPU at 1,000 agents. A dead link is still noticed within its limit
+        plus a second.
         """
         now = time.monotonic()
-        for link in list(self.links.values()):
+        for link in list(self.links.values()) if links is None else links:
             if not link.closing and now - link.last_frame > link.silence:
                 log.info("server %d: no frame for %g s; the link is dead", link.server_id,
                          link.silence)

@@ -136,6 +136,7 @@ class Subscription:
         self._buffer: collections.deque[Event] = collections.deque(maxlen=maxsize)
         self._ready = asyncio.Event()
         self._closed = False
+        self._poked = False
         self.dropped = 0  # events lost because this subscriber fell behind
 
     def _push(self, event: Event) -> None:
@@ -168,10 +169,18 @@ class Subscription:
         return event
 
     async def wait(self) -> None:
-        """Wait until at least one event is buffered (or the subscription is closed)."""
-        while not self._buffer and not self._closed:
+        """Wait until at least one event is buffered, the subscription is closed, or
+        ``poke()`` was called (so one wait serves a reader's other wake-ups too, without
+        a task and ``asyncio.wait`` per batch of events)."""
+        while not self._buffer and not self._closed and not self._poked:
             self._ready.clear()
             await self._ready.wait()
+        self._poked = False
+
+    def poke(self) -> None:
+        """Wake ``wait()`` even with nothing buffered (a timer, the client leaving)."""
+        self._poked = True
+        self._ready.set()
 
     @property
     def closed(self) -> bool:

@@ -20,7 +20,9 @@ collected in full (one pause an hour) and frozen again.
 from __future__ import annotations
 
 import gc
+import logging
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -30,16 +32,36 @@ FREEZE_EVERY = 60.0
 FULL_EVERY = 3600.0
 YOUNG = 50_000  # allocations between collections of the youngest generation (default 700)
 THRESHOLDS = (YOUNG, 20, 100)
+LONG_PAUSE = 0.1  # seconds: a collection this long stalls every agent link; logged
+
+log = logging.getLogger("beeyard.server.memory")
 
 
 class Collector:
     def __init__(self) -> None:
         self._full = time.monotonic()
         self._tuned = False
+        self._started = 0.0
+        self.longest = 0.0  # seconds, the longest collection so far
+        self.long_pauses = 0  # collections over LONG_PAUSE
+
+    def _timed(self, phase: str, info: dict[str, Any]) -> None:
+        """gc callback: time every collection, so a stall of the event loop by the
+        collector shows in the log instead of only as a latency spike."""
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        self.longest = max(self.longest, took)
+        if took >= LONG_PAUSE:
+            self.long_pauses += 1
+            log.warning("garbage collection of generation %d took %.0f ms (%d collected)",
+                        info["generation"], took * 1e3, info["collected"])
 
     async def tick(self, _app: web.Application) -> None:
         if not self._tuned:
             gc.set_threshold(*THRESHOLDS)
+            gc.callbacks.append(self._timed)
             self._tuned = True
         now = time.monotonic()
         if now - self._full >= FULL_EVERY:
