@@ -13,7 +13,10 @@ consumed through the server's own db layer (``db.enrollments.create`` and
 design. It sends ``hello``, then a ``sample`` every second (a realistic
 METRICS body: 4 cores, 3 filesystems, 2 disks, 3 interfaces, 2 temperatures;
 validated by ``wire.encode`` once, then re-packed with the send time as
-``ts``), a ``summary`` when its minute closes, and answers ``ping``. Frames are
+``ts``), a ``summary`` of each closed minute at its own point in the next
+``SPREAD`` seconds (as a real agent's ``summary_spread``, 30 s by default;
+``BEEYARD_BENCH_FLEET_SPREAD`` overrides it, 0 sends them all on the minute),
+and answers ``ping``. Frames are
 masked with an all-zero key (valid framing; the server does not care), so the
 simulator spends its CPU on the protocol, not on XOR.
 
@@ -26,7 +29,8 @@ from the agent's send to the event's arrival at the browser socket.
 Measured over the window (after everybody connected and a 10 s warm-up):
 server process CPU (``/proc/<pid>/stat`` utime+stime) and, separately, its
 embedded PostgreSQL's; CPU per live sample from the seconds without summaries,
-CPU per summary from the excess in the seconds after each minute boundary;
+CPU per summary from the excess in the seconds in which summaries arrive (the
+first ``SPREAD`` + 4 of each minute);
 server RSS; latency percentiles; summaries sent, acked and found in
 ``metrics_minute`` (lost = sent − rows).
 """
@@ -40,6 +44,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import random
 import resource
 import secrets
 import statistics
@@ -53,6 +58,7 @@ import msgpack
 import psutil
 import pytest
 
+from beeyard.agent.config import DEFAULT_SUMMARY_SPREAD
 from beeyard.server.auth import tokens
 from beeyard.server.db import enrollments
 from beeyard.server.db.embedded import EmbeddedPostgres
@@ -66,6 +72,9 @@ PASSWORD = "a benchmark passphrase"
 SECONDS = float(os.environ.get("BEEYARD_BENCH_FLEET_SECONDS", "300"))
 SIZES = [int(n) for n in os.environ.get("BEEYARD_BENCH_FLEET_N", "1000,10000").split(",")]
 WARMUP = 10.0
+# Each simulated agent sends a closed minute's summary at its own point in the next
+# SPREAD seconds, as a real agent does (its ``summary_spread``, 30 s by default).
+SPREAD = float(os.environ.get("BEEYARD_BENCH_FLEET_SPREAD", DEFAULT_SUMMARY_SPREAD))
 SLOTS = 100  # each second is cut in 100 slots of 10 ms; an agent always sends in its slot
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -172,6 +181,8 @@ class Agent(asyncio.Protocol):
         self.welcome: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.minute: int | None = None
         self.in_minute = 0
+        self.due: tuple[int, int] | None = None  # a closed minute waiting for its delay
+        self.delay = random.uniform(0, SPREAD)
         key = base64.b64encode(os.urandom(16)).decode()
         self.request = (
             f"GET /api/agent/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -252,17 +263,21 @@ class Agent(asyncio.Protocol):
             self.stats.byes.append(body["code"])
 
     def tick(self, now: float, count: bool) -> None:
-        """One live sample; the first sample of a new minute sends the last one's summary."""
+        """One live sample; a closed minute's summary goes out ``delay`` seconds into the
+        next minute, as a real agent's does (``summary_spread``)."""
         if self.transport is None:
             return
         minute = int(now // 60 * 60)
         if self.minute is not None and minute != self.minute and self.in_minute:
-            self.send("summary", {"minute": self.minute, "samples": self.in_minute,
+            self.due = (self.minute, self.in_minute)
+            self.in_minute = 0
+        if self.due is not None and now - minute >= self.delay:
+            self.send("summary", {"minute": self.due[0], "samples": self.due[1],
                                   "values": summary_values(), "net_rx_bytes": 7.2e5,
                                   "net_tx_bytes": 4.8e5})
             if count:
                 self.stats.summaries += 1
-            self.in_minute = 0
+            self.due = None
         self.minute = minute
         self.in_minute += 1
         self.transport.write(ws_frame(self.sample_bytes(now)))
@@ -279,11 +294,13 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
     lat: list[float] = []
     trend: list[tuple[float, float]] = []  # (time, latency) of every 1,000th sample
     worst: dict[int, float] = {}  # unix second -> the largest latency seen in it
+    slow: dict[int, int] = {}  # second of the minute -> samples later than 100 ms in it
     closes: list[str] = []
     other = 0
+    frames = 0  # WebSocket messages: how finely the server batches its events
 
     async def run() -> None:
-        nonlocal other
+        nonlocal other, frames
         timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5)
         async with aiohttp.ClientSession() as session:
             while True:  # a browser reconnects after 4008 (too slow)
@@ -295,6 +312,7 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             break
                         now = time.time()
+                        frames += 1
                         data = json.loads(msg.data)
                         if isinstance(data, dict):  # the snapshot
                             other += 1
@@ -304,6 +322,8 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
                                 lat.append(now - event["ts"])
                                 second = int(now)
                                 worst[second] = max(worst.get(second, 0.0), lat[-1])
+                                if lat[-1] > 0.1:
+                                    slow[second % 60] = slow.get(second % 60, 0) + 1
                                 if len(lat) % 1000 == 0:
                                     trend.append((now, lat[-1]))
                             else:
@@ -319,10 +339,13 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
             await task
 
     asyncio.run(until_stopped())
-    result: dict[str, Any] = {"closed": closes[:5], "closes": len(closes), "other": other}
+    result: dict[str, Any] = {"closed": closes[:5], "closes": len(closes), "other": other,
+                              "frames": frames}
     if worst:  # the slowest seconds, with their second of the minute: what causes the tail?
         result["worst_seconds"] = [f":{t % 60:02d} {x * 1e3:.0f} ms" for t, x in sorted(
             worst.items(), key=lambda kv: -kv[1])[:8]]
+    if slow:  # where in the minute the samples over 100 ms arrived
+        result["over_100ms_by_second"] = dict(sorted(slow.items()))
     if trend:  # the median latency of each 10 s of the window: steady, or falling behind?
         t0 = trend[0][0]
         buckets: dict[int, list[float]] = {}
@@ -480,12 +503,13 @@ async def simulate(server: Any, pg: EmbeddedPostgres, n: int, cookie: str) -> di
         if agent.transport is not None:
             agent.transport.close()
 
-    # CPU: per-second deltas; the seconds just after a minute boundary carry the summaries.
+    # CPU: per-second deltas; the first SPREAD + 4 seconds of each minute carry the summaries.
     per_s = []
     burst = []
     for a, b in itertools.pairwise(timeline):
         d = (b[1] - a[1], b[2] - a[2], b[3] - a[3], b[4] - a[4], b[0] - a[0])
-        near = (b[0] % 60) < 4 or (a[0] % 60) < 4 or int(a[0] // 60) != int(b[0] // 60)
+        near = (b[0] % 60) < SPREAD + 4 or (a[0] % 60) < SPREAD + 4 or int(
+            a[0] // 60) != int(b[0] // 60)
         (burst if near else per_s).append(d)
     span = timeline[-1][0] - timeline[0][0]
     server_cpu = timeline[-1][1] - timeline[0][1]
@@ -528,6 +552,8 @@ def test_fleet(scratch: Path, n: int) -> None:
     finally:
         server.stop()
         stop_postgres(data_dir)
+        warnings = [line for line in server.output().splitlines() if "WARNING" in line]
+        print(f"\nserver warnings ({len(warnings)}):", *warnings[:20], sep="\n  ")
     lat = result.pop("latency")
     print(f"\nfleet N={n}, {result['window_s']:.0f} s window, load {result.pop('load')}")
     for k, v in result.items():

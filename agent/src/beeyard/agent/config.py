@@ -21,6 +21,8 @@ from beeyard.shared.frames import CAPABILITIES
 DEFAULT_INTERVAL = 1.0
 DEFAULT_SPOOL_ENTRIES = 1440  # 24 h of minute summaries
 DEFAULT_REPLAY_RATE = 20.0  # summaries per second after a reconnect
+DEFAULT_SUMMARY_SPREAD = 30.0  # seconds: each agent sends its minute summary 0-30 s late
+MAX_SUMMARY_SPREAD = 50.0  # a summary must go out before the next minute closes
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # [files]: what the files capability may touch. Secrets are denied by default
@@ -106,6 +108,7 @@ class AgentConfig:
     token_file: Path
     spool: SpoolConfig
     interval: float = DEFAULT_INTERVAL
+    summary_spread: float = DEFAULT_SUMMARY_SPREAD
     capabilities: tuple[str, ...] = ()
     ca_file: Path | None = None
     log_level: str = "info"
@@ -129,6 +132,7 @@ class AgentConfig:
             "server_id": self.server_id,
             "token_file": str(self.token_file),
             "interval": float(self.interval),
+            "summary_spread": float(self.summary_spread),
             "capabilities": list(self.capabilities),
             "log_level": self.log_level,
         }
@@ -151,6 +155,9 @@ class AgentConfig:
             "server": "Beeyard agent configuration (written by `beeyard-agent enroll`)",
             "token_file": "the run token (0600); rotated by the server over the link",
             "interval": "seconds between live samples, 1 to 60",
+            "summary_spread": "a closed minute's summary is sent at a point this agent picks "
+            "in the next 0 to this many seconds (0 to 50), so that a fleet's summaries do not "
+            "all reach the server at once",
             "capabilities": "remote operations this host allows, all off by default: "
             + ", ".join(CAPABILITIES),
             "log_level": "one of " + ", ".join(LOG_LEVELS),
@@ -190,7 +197,8 @@ def check_server_url(url: str) -> str:
 
 
 _TOP = {"terminal", "exec", "docker",
-        "server", "server_id", "token_file", "interval", "capabilities", "ca_file", "log_level",
+        "server", "server_id", "token_file", "interval", "summary_spread", "capabilities",
+        "ca_file", "log_level",
         "spool", "files"}
 _SPOOL = {"dir", "max_entries", "replay_rate"}
 _FILES = {"roots", "deny", "max_read_bytes", "max_write_bytes"}
@@ -239,6 +247,10 @@ def parse(raw: dict[str, Any], base: Path, path: Path | None = None) -> AgentCon
     interval = float(_get(raw, "interval", (int, float))) if "interval" in raw else 1.0
     if not 1 <= interval <= 60:
         raise ConfigError("interval must be between 1 and 60 seconds")
+    spread = (float(_get(raw, "summary_spread", (int, float))) if "summary_spread" in raw
+              else DEFAULT_SUMMARY_SPREAD)
+    if not 0 <= spread <= MAX_SUMMARY_SPREAD:
+        raise ConfigError(f"summary_spread must be between 0 and {MAX_SUMMARY_SPREAD:g} seconds")
     caps_raw = _get(raw, "capabilities", list) if "capabilities" in raw else []
     for cap in caps_raw:
         if cap not in CAPABILITIES:
@@ -278,6 +290,7 @@ def parse(raw: dict[str, Any], base: Path, path: Path | None = None) -> AgentCon
         token_file=token_file,
         spool=SpoolConfig(spool_dir, max_entries, replay_rate),
         interval=interval,
+        summary_spread=spread,
         capabilities=tuple(dict.fromkeys(caps_raw)),
         ca_file=ca_file,
         log_level=log_level,

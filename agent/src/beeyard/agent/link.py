@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 import time
 from pathlib import Path
@@ -107,6 +108,8 @@ class Link:
         self.host = host
         self.spool = spool
         self.spool_changed = spool_changed
+        # This agent's point in each minute's spread (see _spread_delay).
+        self.spread_offset = random.uniform(0.0, config.summary_spread)  # noqa: S311
         self.ws: websocket.WebSocket | None = None
         self.server_id: int | None = None
         self._bad_frames = _Throttled()
@@ -421,6 +424,24 @@ class Link:
         log.info("stored a rotated run token in %s", path)
         await ws.send(wire.encode("token_stored", {}, id=frame_id))
 
+    def _spread_delay(self, todo: list[int]) -> float:
+        """How long to hold back the summary of the minute that just closed.
+
+        Every agent closes its minute at the same wall-clock second, so without this
+        a fleet's summaries all reach the server in the same second (at 10,000 agents,
+        10,000 decodes, inserts and acks at once: a latency spike for every live sample
+        of that second). Each agent sends at its own point in the first
+        ``summary_spread`` seconds of the next minute instead, as Telegraf's
+        ``flush_jitter`` does. The summary is in the spool all the while, so nothing is
+        at risk. Anything else goes at once: a backlog after an outage (more than one
+        minute), a minute that closed longer ago, the partial minute of a stop."""
+        if len(todo) != 1 or self.spread_offset <= 0:
+            return 0.0
+        closed_for = time.time() - (todo[0] + 60)
+        if not 0 <= closed_for < self.spread_offset:
+            return 0.0
+        return self.spread_offset - closed_for
+
     async def _replay(self, ws: websocket.WebSocket) -> None:
         """Send every spooled summary not yet sent on this link, oldest first, at a
         bounded rate; then wait for new ones. A merged entry (new version) is resent."""
@@ -435,6 +456,10 @@ class Link:
             if not todo:
                 await self.spool_changed.wait()
                 continue
+            delay = self._spread_delay(todo)
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue  # look again: an ack or a merged entry may have come meanwhile
             if len(todo) > 1:
                 log.info("replaying %d spooled minute summaries", len(todo))
             for minute in todo:
