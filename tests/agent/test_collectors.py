@@ -135,7 +135,7 @@ def test_network_rates_and_host_total_from_two_readings(tmp_path: Path) -> None:
     collector = network.NetworkCollector(str(dev), str(virtual))
     write((4000, 2500), (700, 900))
     metrics: dict[str, object] = {}
-    collector._counters._at = 0.0  # the first reading was "at" 0 s
+    collector._at = 0.0  # the first reading was "at" 0 s
     collector.collect(metrics, 2.0)
     rows = {r["iface"]: r for r in metrics["net"]}  # type: ignore[attr-defined]
     assert set(rows) == {"eth0", "docker0"}
@@ -145,6 +145,16 @@ def test_network_rates_and_host_total_from_two_readings(tmp_path: Path) -> None:
     assert metrics["net_total"] == {"rx_bps": 1500.0, "tx_bps": 250.0,
                                     "rx_bytes": 4000.0, "tx_bytes": 2500.0}
     assert metrics["_net_rx_delta"] == 3000.0 and metrics["_net_tx_delta"] == 500.0
+    # a counter that went back (a reset) gives 0 for that interval, not a negative rate;
+    # the other counter still moves
+    write((10, 3500), (800, 900))
+    collector.collect(metrics, 4.0)
+    rows = {r["iface"]: r for r in metrics["net"]}  # type: ignore[attr-defined]
+    assert rows["eth0"]["rx_bps"] == 0.0 and rows["eth0"]["tx_bps"] == 500.0
+    assert metrics["_net_rx_delta"] == 0.0 and metrics["_net_tx_delta"] == 1000.0
+    # no time passed: no rates at all
+    collector.collect(metrics, 4.0)
+    assert metrics["net_total"]["rx_bps"] == metrics["net_total"]["tx_bps"] == 0.0  # type: ignore[index]
 
 
 def test_network_without_physical_interfaces_sums_all(tmp_path: Path) -> None:

@@ -67,6 +67,23 @@ def test_same_minute_is_merged_until_acknowledged(tmp_path: Path) -> None:
     assert body["values"]["cpu"] == [15.0, 10.0, 30.0]  # type: ignore[index]
 
 
+def test_recent_entries_read_from_memory_are_the_files_on_disk(tmp_path: Path) -> None:
+    """The latest puts are served from memory (Spool._recent): always the bytes of the
+    fsync'd file, also after a merge, and gone with the entry."""
+    spool = Spool(tmp_path)
+    for i in range(12):  # more than are kept in memory
+        spool.put(summary(BASE + 60 * i, cpu=float(i)))
+    for i in range(12):
+        assert spool.get(BASE + 60 * i) == spool._path(BASE + 60 * i).read_bytes()
+    spool.put(summary(BASE + 660, cpu=99.0, samples=20))  # merged with the one in memory
+    merged = spool.get(BASE + 660)
+    assert merged == spool._path(BASE + 660).read_bytes()
+    assert wire.decode(merged).body["samples"] == 80
+    assert spool.remove([BASE + 660]) == 1
+    assert spool.get(BASE + 660) is None
+    assert not spool._path(BASE + 660).exists()
+
+
 def test_corrupt_entries_and_leftover_temp_files(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.put(summary(BASE))

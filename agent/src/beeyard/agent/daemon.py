@@ -66,6 +66,7 @@ class Agent:
         self._check_all = False
         self._due = 0.0
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _store(self, summary: dict[str, Any] | None) -> int | None:
         if summary is None:
@@ -110,7 +111,8 @@ class Agent:
             self.tick()
         except Exception:  # a bug must not stop sampling: say where, go on
             log.exception("sampling failed")
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # not get_running_loop(): it makes a getpid system call
+        assert loop is not None
         self._due += self.config.interval
         now = loop.time()
         if self._due <= now:  # suspended or overloaded: skip the missed ticks
@@ -118,7 +120,7 @@ class Agent:
         self._timer = loop.call_at(self._due, self._on_tick)
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         if len(self.spool):

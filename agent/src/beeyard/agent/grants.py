@@ -411,8 +411,13 @@ class CapabilityWatch:
     def _stat(self) -> tuple[int, int, int] | None:
         if self._path is None:
             return None
+        path = str(self._path)
+        # most hosts have no grants file: os.access says so without raising (an
+        # exception built and caught every check is most of the cost of this check)
+        if not os.access(path, os.F_OK):
+            return None
         try:
-            info = self._path.stat()
+            info = os.stat(path)
         except OSError:
             return None
         return (info.st_ino, info.st_mtime_ns, info.st_size)

@@ -447,6 +447,8 @@ class Link:
         bounded rate; then wait for new ones. A merged entry (new version) is resent."""
         sent: dict[int, int] = {}
         pause = 1.0 / self.config.spool.replay_rate
+        loop = asyncio.get_running_loop()
+        last_send = float("-inf")
         while True:
             self.spool_changed.clear()
             versions = self.spool.versions
@@ -467,6 +469,11 @@ class Link:
                 data = self.spool.get(minute)
                 if data is None or version is None:
                     continue
+                # the rate bound as a gap before a send, not a sleep after each: the one
+                # summary a minute then goes out without a timer wake-up of its own
+                wait = last_send + pause - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 await ws.send(data)
+                last_send = loop.time()
                 sent[minute] = version
-                await asyncio.sleep(pause)

@@ -30,6 +30,7 @@ from beeyard.shared import wire
 log = logging.getLogger("beeyard.agent.spool")
 
 _SUFFIX = ".summary"
+_RECENT = 8  # entries whose frames stay in memory (see Spool._recent)
 
 
 class SpoolBusy(OSError):
@@ -46,6 +47,10 @@ class Spool:
         self.versions: dict[int, int] = {}
         """minute → a counter bumped on every put: a sender resends a merged entry."""
         self._next_version = 0
+        # the encoded frames of the latest entries put by this process (on disk too,
+        # fsync'd): the link sends each once a minute right after the put, and reading
+        # the file back and checking the frame again cost more than the put itself
+        self._recent: dict[int, bytes] = {}
         self._lock_fd: int | None = None
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         if exclusive:
@@ -96,12 +101,19 @@ class Spool:
             older = self.get_body(minute)
             if older is not None:
                 body = merge(older, dict(body))
-        write_atomic(self._path(minute), wire.encode("summary", dict(body)), mode=0o600)
+        data = wire.encode("summary", dict(body))
+        write_atomic(self._path(minute), data, mode=0o600)
+        if len(self._recent) >= _RECENT:
+            self._recent.clear()
+        self._recent[minute] = data
         self._bump(minute)
         self._enforce_bound()
 
     def get(self, minute: int) -> bytes | None:
         """The entry's encoded frame; a corrupt or vanished entry is dropped with a warning."""
+        data = self._recent.get(minute)
+        if data is not None and minute in self.versions:
+            return data
         path = self._path(minute)
         try:
             data = path.read_bytes()
@@ -130,6 +142,7 @@ class Spool:
             return
         for minute in minutes:
             self.versions.pop(minute, None)
+            self._recent.pop(minute, None)
             with contextlib.suppress(FileNotFoundError):
                 self._path(minute).unlink()
         fsync_dir(self.directory)

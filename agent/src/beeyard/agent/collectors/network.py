@@ -18,7 +18,6 @@ import time
 from collections.abc import KeysView
 from typing import Any, ClassVar
 
-from beeyard.agent.collectors.rates import Counters
 from beeyard.agent.procfs import ProcFile
 
 
@@ -53,8 +52,8 @@ class NetworkCollector:
         self._virtual_dir = virtual_dir
         self._known: frozenset[str] = frozenset()
         self._physical: frozenset[str] = frozenset()
-        self._counters = Counters()
-        self._last: dict[str, tuple[float, ...]] = self._read(time.monotonic())[0]
+        self._last: dict[str, tuple[float, ...]] = self._read()
+        self._at = time.monotonic()
 
     def _classify(self, names: KeysView[str]) -> None:
         """Which interfaces are physical: looked up in /sys only when the set of
@@ -67,24 +66,32 @@ class NetworkCollector:
         )
         self._known, self._physical = known, physical or known
 
-    def _read(self, now: float) -> tuple[dict[str, tuple[float, ...]], dict[str, list[float]]]:
+    def _read(self) -> dict[str, tuple[float, ...]]:
         data = self._file.read()
         if data is None:
             raise OSError(f"cannot read {self._file.path}")
         counters = parse_net_dev(data)
         self._classify(counters.keys())
-        rates = self._counters.update(now, counters)
-        return counters, rates
+        return counters
 
     def collect(self, metrics: dict[str, Any], now: float) -> None:
-        counters, rates = self._read(now)
+        counters = self._read()
         last, self._last = self._last, counters
+        seconds, self._at = now - self._at, now
         physical = self._physical
         rows = []
         rx_total = tx_total = rx_sum = tx_sum = rx_moved = tx_moved = 0.0
+        # the rates (rates.Counters' rule: a counter that went back, a new interface
+        # or no time passed gives 0) worked out in this one loop: at one cold sample
+        # a second, a second pass over the interfaces costs more than its arithmetic
         for iface in sorted(counters)[:1024]:
             rx_bytes, tx_bytes = counters[iface]
-            rx_bps, tx_bps = rates[iface]
+            before = last.get(iface)
+            if before is None or seconds <= 0:
+                rx_bps = tx_bps = 0.0
+            else:
+                rx_bps = (rx_bytes - before[0]) / seconds if rx_bytes >= before[0] else 0.0
+                tx_bps = (tx_bytes - before[1]) / seconds if tx_bytes >= before[1] else 0.0
             rows.append({"iface": iface[:255], "rx_bps": rx_bps, "tx_bps": tx_bps,
                          "rx_bytes": rx_bytes, "tx_bytes": tx_bytes})
             if iface in physical:
@@ -92,7 +99,6 @@ class NetworkCollector:
                 tx_total += tx_bps
                 rx_sum += rx_bytes
                 tx_sum += tx_bytes
-                before = last.get(iface)
                 if before is not None:  # a new interface moved nothing "since last time"
                     if rx_bytes > before[0]:
                         rx_moved += rx_bytes - before[0]

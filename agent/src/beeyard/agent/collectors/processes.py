@@ -5,7 +5,8 @@ second it costs about 0.2 ms of CPU (a cold interpreter looping over every
 entry) — almost half the agent's budget. The kernel reports the same number
 more cheaply: the link count of the /proc directory is a constant plus the
 number of processes (``proc_root_getattr``: ``nlink = proc_root.nlink +
-nr_processes()``), so one ``stat`` gives the count once the constant is known.
+nr_processes()``), so one ``fstat`` of /proc, kept open (no path lookup), gives
+the count once the constant is known.
 The constant is measured against a real listing at start and checked again
 every minute. Inside a PID namespace (a container) the link count follows the
 whole host's processes; the first check that finds the constant moved turns
@@ -36,15 +37,16 @@ class ProcessesCollector:
 
     def __init__(self, proc: str = "/proc") -> None:
         self._proc = proc
+        self._fd = os.open(proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._offset: int | None = self._measure_offset()
         self._checked = time.monotonic()
 
     def _measure_offset(self) -> int | None:
         """nlink minus the listed count, from a listing between two equal stats."""
         for _ in range(5):
-            before = os.stat(self._proc).st_nlink
+            before = os.fstat(self._fd).st_nlink
             listed = count_listing(self._proc)
-            if os.stat(self._proc).st_nlink == before:
+            if os.fstat(self._fd).st_nlink == before:
                 return before - listed
         return None  # processes come and go too fast to measure: list every time
 
@@ -59,7 +61,7 @@ class ProcessesCollector:
         if self._offset is None:
             metrics["processes"] = count_listing(self._proc)
         else:
-            metrics["processes"] = max(0, os.stat(self._proc).st_nlink - self._offset)
+            metrics["processes"] = max(0, os.fstat(self._fd).st_nlink - self._offset)
 
 
 class UptimeCollector:
