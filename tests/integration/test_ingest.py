@@ -172,3 +172,27 @@ async def test_a_full_queue_stops_reading_the_link_until_the_writer_catches_up(
         pong = pong or frame.type == "pong"
     assert await db.fetchval("SELECT count(*) FROM metrics_minute WHERE server_id = $1",
                              server_id) == 5
+
+
+async def test_summaries_trickling_in_are_written_together(
+    api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    """Agents spread their summaries over the minute: the writer gathers a second's worth
+    into one transaction instead of one transaction per agent, and acks each agent."""
+    await api.login()
+    writer = client.server.app[INGEST]
+    links = []
+    for _ in range(5):
+        _, token = await enroll(api)
+        links.append((await FakeAgent.start(client, token))[0])
+    before = writer.batches
+    started = time.monotonic()
+    for agent in links:  # one every 100 ms, as spread agents would send them
+        await agent.send("summary", summary(MINUTE))
+        await asyncio.sleep(0.1)
+    for agent in links:
+        assert await acked(agent, {MINUTE}) == {MINUTE}
+    assert writer.batches - before == 1, writer.describe()
+    assert time.monotonic() - started >= ingest.LINGER  # held back by the linger, once
+    assert await db.fetchval("SELECT count(*) FROM metrics_minute WHERE minute = "
+                             "to_timestamp($1)", MINUTE) == 5

@@ -484,7 +484,10 @@ async def agent_ws(request: web.Request) -> web.StreamResponse:
     if server_id is None or token is None:  # pragma: no cover - Access.AGENT ensures both
         raise ApiError(401, "authentication required")
     await ws.prepare(request)
-    sock = AgentSocket.take(request, wire.MAX_FRAME)  # frames from here on: hub/socket.py
+    try:
+        sock = AgentSocket.take(request, wire.MAX_FRAME)  # frames from here on: hub/socket.py
+    except ConnectionResetError:  # gone during the upgrade: nothing to serve
+        return ws
     hub = request.app[HUB]
     await asyncio.create_task(hub.serve(request.app, server_id, tokens.digest(token), sock),
                               name=f"agent-link:{server_id}")
