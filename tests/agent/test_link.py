@@ -316,3 +316,32 @@ async def test_an_unverifiable_certificate_is_retried_not_trusted(
         assert agent.proc.poll() is None  # keeps trying: the operator may fix the CA
     finally:
         await peer.stop()
+
+
+def test_the_ping_shortcut_answers_exactly_as_decode_and_encode_would() -> None:
+    """pong_for (the agent's answer to a server ping without unpacking it) gives the
+    bytes of wire.encode("pong") for every ping wire.encode packs, and None, so that
+    wire.decode judges it, for anything else."""
+    import math
+    import random
+
+    from beeyard.agent.link import pong_for
+
+    rng = random.Random(7)
+    stamps = [0.0, 1.0, 123.5, time.time(), 1e300, 5e-324,
+              *(rng.uniform(0, 2e9) for _ in range(200))]
+    for ts in stamps:
+        ping = wire.encode("ping", {"ts": ts})
+        assert pong_for(ping) == wire.encode("pong", {"ts": ts})
+        assert wire.decode(pong_for(ping) or b"").body == {"ts": ts}
+    for ts in (-1.0, -0.0 - 1e-9, math.nan, math.inf, -math.inf):  # wire.decode refuses these
+        bad = msgpack.packb({"t": "ping", "b": {"ts": ts}}, use_bin_type=True)
+        assert pong_for(bad) is None
+        with pytest.raises(wire.WireError):
+            wire.decode(bad)
+    others = [wire.encode("pong", {"ts": 1.0}), wire.encode("ping", {"ts": 1.0}, id=3),
+              msgpack.packb({"t": "ping", "b": {"ts": 1}}, use_bin_type=True),  # an int
+              msgpack.packb({"b": {"ts": 1.0}, "t": "ping"}, use_bin_type=True),  # order
+              wire.encode("ping", {"ts": 1.0})[:-1], wire.encode("ping", {"ts": 1.0}) + b"\0"]
+    for data in others:
+        assert pong_for(data) is None
