@@ -83,7 +83,9 @@ class Agent:
         """One sample: collect, fold into the minute, send live if connected."""
         reading = self.sampler.sample()
         self.samples += 1
-        self._store(self.aggregator.add(reading))
+        done = self.aggregator.add(reading)
+        if done is not None:  # once a minute
+            self._store(done)
         if self.link.ws is None:
             return
         body = {"ts": reading.ts, "metrics": reading.metrics}

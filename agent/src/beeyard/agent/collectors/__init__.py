@@ -95,7 +95,10 @@ class Sampler:
                                 collector.name, type(exc).__name__, exc)
                 for key, value in collector.fallback.items():
                     metrics[key] = _copy(value)
-        local = {k[1:]: metrics.pop(k) for k in [k for k in metrics if k.startswith("_")]}
+        local = {}
+        for key in tuple(metrics):  # a plain loop: two comprehensions cost more, cold
+            if key.startswith("_"):
+                local[key[1:]] = metrics.pop(key)
         return Reading(ts, metrics, local)
 
 

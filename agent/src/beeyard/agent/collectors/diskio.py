@@ -114,7 +114,10 @@ class DiskIOCollector:
             for name, file in self._stats:
                 data = file.read()
                 if data:  # None: the device went away since it was listed
-                    current[name] = parse_block_stat(data)
+                    # parse_block_stat, inlined (a call per device counts, cold)
+                    f = data.split(None, 8)
+                    current[name] = (float(int(f[2]) * _SECTOR), float(int(f[6]) * _SECTOR),
+                                     float(f[0]), float(f[4]))
             return self._counters.update(now, current)
         data = self._file.read()
         if data is None:
