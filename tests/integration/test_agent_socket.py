@@ -201,3 +201,20 @@ async def test_an_agent_that_never_answers_the_close_is_cut_off(
     assert time.monotonic() - started < agents.CLOSE_TIMEOUT + 2
     await _until(lambda: not live.online(server_id))
     agent.close()
+
+
+async def test_frames_racing_ahead_of_the_hello_are_held_not_lost(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
+    """A hundred pings right behind the hello, in one write, while the server is still
+    recording the hello: reading pauses after a few (memory stays bounded) and resumes
+    once the link is up; every ping is answered, in order."""
+    await api.login()
+    _, token = await enroll(api)
+    agent = await RawAgent.connect(client, token)
+    pings = b"".join(frame(0x2, wire.encode("ping", {"ts": float(i)})) for i in range(100))
+    await agent.write(frame(0x2, wire.encode("hello", hello())) + pings)
+    assert (await agent.next_wire()).type == "welcome"
+    answered = [(await agent.next_wire()).body["ts"] for _ in range(100)]
+    assert answered == [float(i) for i in range(100)]
+    agent.close()

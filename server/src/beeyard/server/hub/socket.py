@@ -40,6 +40,8 @@ CLOSE_PROTOCOL, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_ABNORMAL = 1002, 1009, 1011
 _LEN16 = struct.Struct("!H")
 _LEN64 = struct.Struct("!Q")
 
+EARLY_MAX = 16  # messages held before the hub reads them (the hello); beyond, reading pauses
+
 Handler = Callable[[bytes, bool], None]
 """Called with each complete message and whether it was binary (False: text)."""
 
@@ -86,6 +88,7 @@ class AgentSocket(asyncio.Protocol):
         self._first: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._stopped = False  # stop(): nothing more is read, whoever resumes
+        self._early_full = False  # reading paused until the hub takes the early messages
         self._write_paused = False
         self._drainers: list[asyncio.Future[None]] = []
         self._close_sent = False
@@ -126,8 +129,14 @@ class AgentSocket(asyncio.Protocol):
     def deliver(self, handler: Handler) -> None:
         """From now on hand every message to ``handler`` (those already read first)."""
         self._handler = handler
+        if self._early_full:  # the hub reads now: what waited in the socket may come
+            self._early_full = self._reading_paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
         while self._early and self._handler is not None and not self._reading_paused:
             handler(*self._early.popleft())
+        if not self._reading_paused and not self._stopped:
+            self._parse()  # bytes left in the buffer while reading was paused
 
     def pause_reading(self) -> None:
         """Stop handing out messages (and reading the socket) until ``resume_reading``:
@@ -143,7 +152,8 @@ class AgentSocket(asyncio.Protocol):
             self._transport.resume_reading()
             if self._handler is not None:
                 self.deliver(self._handler)
-            self._parse()
+            else:
+                self._parse()
 
     def stop(self) -> None:
         """Drop every further message (the hub has decided to end the link); control
@@ -238,6 +248,9 @@ class AgentSocket(asyncio.Protocol):
         self._early.append((payload, binary))
         if self._first is not None and not self._first.done():
             self._first.set_result(None)
+        if len(self._early) >= EARLY_MAX and not self._reading_paused:
+            self.pause_reading()  # a peer racing ahead of its hello's handling
+            self._early_full = True
 
     def _peer_closed(self, payload: bytes) -> None:
         self.close_code = _LEN16.unpack_from(payload)[0] if len(payload) >= 2 else 1005
