@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -232,3 +233,26 @@ def test_demo_prints_how_to_sign_in(data_dir: Path) -> None:
         out = server.output()
         assert "as admin, password: (the password you set)" in out
         assert password not in out
+
+
+def test_serve_lifts_the_open_files_soft_limit_to_the_hard_one(data_dir: Path) -> None:
+    """One socket per agent: started under a soft limit of 1,024 (a common default), the
+    server raises it to the hard limit, which the administrator allowed."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip(f"the hard limit here is only {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))  # inherited by the server
+    try:
+        server = start_server(data_dir, env={"BEEYARD_ADMIN_PASSWORD": "open files galore!"})
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        server.wait_ready()
+        limits = Path(f"/proc/{server.proc.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        got_soft, got_hard = line.split()[3:5]
+        assert got_soft == got_hard == ("unlimited" if hard == resource.RLIM_INFINITY
+                                        else str(hard)), line
+        assert server.stop() == 0
+    finally:
+        server.stop()

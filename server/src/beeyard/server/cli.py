@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +62,24 @@ def _demo_data_dir() -> Path:
     return config.default_data_dir().with_name("beeyard-demo")
 
 
+def raise_open_files_limit() -> None:
+    """Lift the soft limit on open files to the hard one, as Go programs and nginx do.
+
+    Every connected agent holds one socket; the usual soft limit of 1,024 would make
+    the thousandth agent's connection fail with "too many open files" although the
+    hard limit (what an administrator allowed) is far higher. Said once if it stays low.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and soft < 4096:
+        logging.getLogger("beeyard.server").warning(
+            "open files are limited to %d: fewer than %d agents can connect "
+            "(raise LimitNOFILE / ulimit -n)", soft, soft - 64)
+
+
 def _fail(message: str, code: int) -> int:
     print(f"beeyard-server: {message}", file=sys.stderr, flush=True)
     return code
@@ -88,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), 2)
 
     app.cleanup_ctx.append(background(memory.job()))  # this process's collector policy
+    raise_open_files_limit()
     demo_password: list[str | None] = [None]
 
     async def note_demo_password(app: web.Application) -> None:
