@@ -300,3 +300,35 @@ async def test_a_changed_capability_set_is_stored_and_announced(
     assert (await agent.recv()).body == {"ts": 7.0}
     assert (await db.fetchval("SELECT capabilities FROM servers WHERE id = $1", server_id)
             == ["terminal", "docker_read"])
+
+
+async def test_presence_visits_every_link_once_a_round_while_others_come_and_go(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
+    """Links are taken a tenth per tick; links leaving in the middle of a round must not
+    shift the others out of their tenth (they would go unpinged for rounds)."""
+    from beeyard.server.services import presence
+    await api.login()
+    fakes = []
+    for _ in range(24):
+        _, token = await enroll(api)
+        fakes.append((await FakeAgent.start(client, token))[0])
+    hub = client.server.app[HUB]
+    job = client.server.app[context.TASKS]["presence"]
+    assert job.task is not None
+    job.task.cancel()  # only this test's rounds ping from here on
+    sweep = presence.Presence()
+    for link in hub.links.values():
+        link.last_ping = 0.0  # every heartbeat due
+    await sweep.tick(client.server.app)
+    await sweep.tick(client.server.app)
+    leaving = sorted(hub.links)[:6]  # the first in the round's order go
+    for server_id in leaving:
+        await hub.disconnect(server_id, "shutdown", "churn", retry=True)
+    await _until(lambda: not set(leaving) & set(hub.links))
+    for _ in range(presence.SLICES - 2):
+        await sweep.tick(client.server.app)
+    unvisited = [sid for sid, link in hub.links.items() if link.last_ping == 0.0]
+    assert not unvisited, f"{len(unvisited)} of {len(hub.links)} links were not pinged"
+    for fake in fakes:
+        await fake.ws.close()

@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket as pysocket
 import struct
 import time
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from tests.conftest import Api
 from tests.integration.agentlink import METRICS, hello
 from tests.integration.test_enrollment import enroll
 
 from beeyard.server import context
-from beeyard.server.hub import agents
+from beeyard.server.hub import agents, socket
 from beeyard.server.hub.agents import HUB
 from beeyard.shared import wire
 
@@ -49,8 +51,16 @@ class RawAgent:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, client: TestClient[Any, Any], token: str) -> RawAgent:
-        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    async def connect(cls, client: TestClient[Any, Any], token: str,
+                      rcvbuf: int | None = None) -> RawAgent:
+        raw = None
+        if rcvbuf is not None:  # a small window, so that our side's buffer fills quickly
+            raw = pysocket.socket()
+            raw.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, rcvbuf)
+            raw.connect((client.server.host, client.server.port))
+        reader, writer = await (
+            asyncio.open_connection(sock=raw, limit=2**20) if raw is not None
+            else asyncio.open_connection(client.server.host, client.server.port))
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write((
             "GET /api/agent/ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n"
@@ -217,4 +227,98 @@ async def test_frames_racing_ahead_of_the_hello_are_held_not_lost(
     assert (await agent.next_wire()).type == "welcome"
     answered = [(await agent.next_wire()).body["ts"] for _ in range(100)]
     assert answered == [float(i) for i in range(100)]
+    agent.close()
+
+
+@pytest.mark.parametrize(("payload", "answer"), [
+    (struct.pack("!H", 1000) + b"bye", 1000),  # a proper close is echoed
+    (struct.pack("!H", 4001), 4001),  # application codes too
+    (b"\x03", 1002),  # one byte cannot hold a code
+    (struct.pack("!H", 999), 1002),  # not a code a peer may send
+    (struct.pack("!H", 1005), 1002),  # reserved for "no code"
+    (struct.pack("!H", 1000) + b"\xff\xfe", 1007),  # the reason must be UTF-8
+])
+async def test_the_answer_to_a_close_frame_follows_the_rules(
+    api: Api, client: TestClient[Any, Any], payload: bytes, answer: int
+) -> None:
+    await api.login()
+    _, token = await enroll(api)
+    agent = await RawAgent.connect(client, token)
+    await agent.write(frame(0x2, wire.encode("hello", hello())))
+    assert (await agent.next_wire()).type == "welcome"
+    await agent.write(frame(0x8, payload))
+    assert await agent.close_code() == answer
+    agent.close()
+
+
+async def test_a_message_in_too_many_fragments_is_refused(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
+    """Empty continuation frames cost memory without adding to the message's size: their
+    number is capped too."""
+    await api.login()
+    _, token = await enroll(api)
+    agent = await RawAgent.connect(client, token)
+    await agent.write(frame(0x2, wire.encode("hello", hello())))
+    assert (await agent.next_wire()).type == "welcome"
+    flood = frame(0x2, b"", fin=False) + frame(0x0, b"", fin=False) * (socket.MAX_FRAGMENTS + 5)
+    await agent.write(flood)
+    assert await agent.close_code() == 1009
+    agent.close()
+
+
+async def test_a_failing_handler_closes_the_link_cleanly(
+    api: Api, client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the hub (here: _dispatch raising on pings) closes that link with 1011; the
+    frames behind it in the same read are not parsed from a cleared buffer."""
+    await api.login()
+    server_id, token = await enroll(api)
+    agent = await RawAgent.connect(client, token)
+    await agent.write(frame(0x2, wire.encode("hello", hello())))
+    assert (await agent.next_wire()).type == "welcome"
+    original = agents.AgentHub._dispatch
+
+    def broken(self: agents.AgentHub, link: agents.Link, got: wire.Frame) -> bool:
+        if got.type == "ping":
+            raise RuntimeError("a bug")
+        return original(self, link, got)
+
+    monkeypatch.setattr(agents.AgentHub, "_dispatch", broken)
+    ping = frame(0x2, wire.encode("ping", {"ts": 1.0}))
+    await agent.write(ping * 3)
+    assert await agent.close_code() == 1011
+    live = client.server.app[context.LIVE]
+    await _until(lambda: not live.online(server_id))
+    assert "the agent link's handler failed" in caplog.text
+    assert "Fatal error" not in caplog.text and "IndexError" not in caplog.text
+    agent.close()
+
+
+async def test_an_agent_that_stops_reading_cannot_grow_our_buffer_or_hold_its_link(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
+    """It floods pings and reads nothing: our pongs stop at the transport's high-water
+    mark (one pending pong, the latest, is kept), and closing the link does not wait
+    for the agent to read: it is cut off within the close timeout."""
+    await api.login()
+    server_id, token = await enroll(api)
+    agent = await RawAgent.connect(client, token, rcvbuf=4096)
+    await agent.write(frame(0x2, wire.encode("hello", hello())))
+    assert (await agent.next_wire()).type == "welcome"
+    hub = client.server.app[HUB]
+    link = hub.links[server_id]
+    ping = frame(0x9, b"p" * 125)
+    for _ in range(40):  # 40 x 1,000 pings: ~5 MB of pongs if each were answered
+        await agent.write(ping * 1000)
+    await _until(lambda: not link.sock.writable)  # the agent's socket is full
+    buffered = link.sock._transport.get_write_buffer_size()
+    assert buffered < 256 * 1024, buffered
+    started = time.monotonic()
+    await asyncio.wait_for(hub.disconnect(server_id, "shutdown", "bye", retry=True),
+                           agents.CLOSE_TIMEOUT + 5)
+    assert time.monotonic() - started < agents.CLOSE_TIMEOUT + 3
+    await _until(lambda: server_id not in hub.links)
+    assert not client.server.app[context.LIVE].online(server_id)
     agent.close()

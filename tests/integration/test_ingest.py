@@ -196,3 +196,38 @@ async def test_summaries_trickling_in_are_written_together(
     assert time.monotonic() - started >= ingest.LINGER  # held back by the linger, once
     assert await db.fetchval("SELECT count(*) FROM metrics_minute WHERE minute = "
                              "to_timestamp($1)", MINUTE) == 5
+
+
+async def test_a_summary_waiting_for_room_is_dropped_with_its_link(
+    small_queue: None, api: Api, client: TestClient[Any, Any], db: asyncpg.Connection
+) -> None:
+    """An agent that goes away while its summary waits for room in the queue leaves no
+    waiting task behind (it resends the unacked summary from its spool when it is back):
+    otherwise every reconnect during a database outage would strand one more."""
+    from beeyard.server.hub.agents import HUB
+    await api.login()
+    server_id, token = await enroll(api)
+    agent, _ = await FakeAgent.start(client, token)
+    lock = db.transaction()
+    await lock.start()
+    await db.execute("LOCK TABLE metrics_minute IN ACCESS EXCLUSIVE MODE")
+    try:
+        link = client.server.app[HUB].links[server_id]
+        writer = client.server.app[INGEST]
+        for i in range(8):  # the writer holds 3 (stuck on the lock), 2 fill the queue
+            await agent.send("summary", summary(MINUTE + 60 * i))
+        deadline = time.monotonic() + 10
+        while not (len(writer._held) == 3 and writer.queue.full()  # past its linger
+                   and link.blocked is not None):
+            assert time.monotonic() < deadline, "the hub never ran out of room"
+            await asyncio.sleep(0.02)
+        waiting = link.blocked
+        assert waiting is not None
+        await agent.ws.close()
+        deadline = time.monotonic() + 10
+        while not waiting.done():
+            assert time.monotonic() < deadline, "the waiting summary outlived its link"
+            await asyncio.sleep(0.02)
+        assert waiting.cancelled()
+    finally:
+        await lock.rollback()

@@ -121,20 +121,26 @@ async def ws_servers(request: web.Request) -> web.StreamResponse:
         reader.add_done_callback(lambda _: sub.poke())  # the client left or closed
         send_text = functools.partial(ws.send_frame, opcode=WSMsgType.TEXT)
         loop = asyncio.get_running_loop()
-        recheck = loop.call_later(REAUTH, sub.poke)
-        checked = loop.time()
+        due = [False]  # the credential's re-check is due (set by the timer, not by clock
+        # arithmetic: uvloop's timers may fire a hair before their time)
+
+        def recheck_due() -> None:
+            due[0] = True
+            sub.poke()
+
+        recheck = loop.call_later(REAUTH, recheck_due)
         try:
             await _send(ws.send_str, first)
             while not ws.closed:
                 await sub.wait()  # events, or a poke: the re-check is due, the client left
                 if reader.done():
                     break
-                if loop.time() - checked >= REAUTH:
+                if due[0]:
                     if not await still_allowed(request):
                         await ws.close(code=REVOKED_CLOSE, message=b"credential no longer valid")
                         break
-                    checked = loop.time()
-                    recheck = loop.call_later(REAUTH, sub.poke)
+                    due[0] = False
+                    recheck = loop.call_later(REAUTH, recheck_due)
                 if sub.closed:
                     await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
                     break

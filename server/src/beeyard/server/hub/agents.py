@@ -97,6 +97,7 @@ class Link:
         self.farewell = ("shutdown", "link closed")  # the bye when the reader ends it
         self.rotating = False  # a rotation is under way: the API closes the link after it
         self.over: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.blocked: asyncio.Task[None] | None = None  # a summary waiting for queue room
         self._out: collections.deque[bytes] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
         self._room = asyncio.Event()  # set while the outgoing queue is under half full
@@ -299,6 +300,8 @@ class AgentHub:
             sock.deliver(functools.partial(self._message, link))
             await asyncio.wait({link.over, sock.ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if link.blocked is not None:  # gone while waiting: the agent resends it
+                link.blocked.cancel()
             sock.stop()
             self._gone(link)
             code, reason = link.farewell
@@ -406,7 +409,7 @@ class AgentHub:
             self.live.seen(sid)
             if self.ingest is not None and not self.ingest.offer(sid, body):
                 link.sock.pause_reading()  # at once: no later frame of this link overtakes it
-                self.spawn(self._backpressure(link, sid, body))
+                link.blocked = asyncio.create_task(self._backpressure(link, sid, body))
         elif t == "ping":
             self.live.seen(sid)
             link.send("pong", {"ts": body["ts"]})
@@ -444,13 +447,15 @@ class AgentHub:
         try:
             await self.ingest.put(server_id, body)
         finally:
+            link.blocked = None
             link.sock.resume_reading()
 
 
 async def _bye(sock: AgentSocket, code: str, reason: str, *, retry: bool) -> None:
-    """Say why the link ends, then close it (the agent logs the reason)."""
-    with contextlib.suppress(Exception):
-        await sock.send(wire.encode("bye", {"code": code, "reason": reason, "retry": retry}))
+    """Say why the link ends, then close it (the agent logs the reason). Never waits
+    longer than ``CLOSE_TIMEOUT``: an agent that stopped reading is cut off."""
+    if not sock.closed:
+        sock.write(wire.encode("bye", {"code": code, "reason": reason, "retry": retry}))
     with contextlib.suppress(Exception):
         await sock.close(within=CLOSE_TIMEOUT)
 

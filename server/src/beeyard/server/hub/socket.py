@@ -41,6 +41,10 @@ _LEN16 = struct.Struct("!H")
 _LEN64 = struct.Struct("!Q")
 
 EARLY_MAX = 16  # messages held before the hub reads them (the hello); beyond, reading pauses
+EARLY_BYTES = 64 * 1024  # ...or this many bytes of them
+MAX_FRAGMENTS = 1024  # frames one message may be split into
+_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
+                          1014))  # those a peer may send (RFC 6455 7.4); 3000-4999 too
 
 Handler = Callable[[bytes, bool], None]
 """Called with each complete message and whether it was binary (False: text)."""
@@ -56,8 +60,8 @@ def frame_header(opcode: int, length: int) -> bytes:
     return bytes((first, 127)) + _LEN64.pack(length)
 
 
-def _refusal(b0: int, b1: int, length: int, assembled: int,
-             max_size: int) -> tuple[int, str] | None:
+def _refusal(b0: int, b1: int, length: int, assembled: int, max_size: int,
+             fragments: int) -> tuple[int, str] | None:
     """Why a frame with this header must end the link (close code, reason), or None."""
     opcode = b0 & 0x0F
     if b0 & 0x70:
@@ -68,6 +72,8 @@ def _refusal(b0: int, b1: int, length: int, assembled: int,
         return CLOSE_PROTOCOL, "a control frame must be final and at most 125 bytes"
     if opcode < 0x8 and assembled + length > max_size:
         return CLOSE_TOO_BIG, f"message over {max_size} bytes"
+    if opcode == OP_CONT and fragments >= MAX_FRAGMENTS:
+        return CLOSE_TOO_BIG, f"message in over {MAX_FRAGMENTS} fragments"
     return None
 
 
@@ -85,6 +91,8 @@ class AgentSocket(asyncio.Protocol):
         self._parts_binary = True
         self._handler: Handler | None = None
         self._early: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self._early_bytes = 0
+        self._pong: bytes | None = None  # the latest ping's answer, while writes are paused
         self._first: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._stopped = False  # stop(): nothing more is read, whoever resumes
@@ -124,7 +132,11 @@ class AgentSocket(asyncio.Protocol):
                                        return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self._first = None
-        return self._early.popleft() if self._early else None
+        if not self._early:
+            return None
+        first = self._early.popleft()
+        self._early_bytes -= len(first[0])
+        return first
 
     def deliver(self, handler: Handler) -> None:
         """From now on hand every message to ``handler`` (those already read first)."""
@@ -134,8 +146,10 @@ class AgentSocket(asyncio.Protocol):
             if not self._transport.is_closing():
                 self._transport.resume_reading()
         while self._early and self._handler is not None and not self._reading_paused:
-            handler(*self._early.popleft())
-        if not self._reading_paused and not self._stopped:
+            payload, binary = self._early.popleft()
+            self._early_bytes -= len(payload)
+            self._call(payload, binary)
+        if not self._reading_paused and not self._stopped and not self._close_sent:
             self._parse()  # bytes left in the buffer while reading was paused
 
     def pause_reading(self) -> None:
@@ -161,6 +175,7 @@ class AgentSocket(asyncio.Protocol):
         self._stopped = True
         self._handler = None
         self._early.clear()
+        self._early_bytes = 0
         if self._reading_paused:
             self._reading_paused = False
             if not self._transport.is_closing():
@@ -176,7 +191,7 @@ class AgentSocket(asyncio.Protocol):
         buf = self._buf
         pos = 0
         end = len(buf)
-        while not self._reading_paused and end - pos >= 2:
+        while not self._reading_paused and not self._close_sent and end - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
             head = pos + 2
             n = b1 & 0x7F
@@ -190,7 +205,7 @@ class AgentSocket(asyncio.Protocol):
                     break
                 n = _LEN64.unpack_from(buf, head)[0]
                 head += 8
-            refusal = _refusal(b0, b1, n, self._parts_size, self.max_size)
+            refusal = _refusal(b0, b1, n, self._parts_size, self.max_size, len(self._parts))
             if refusal is not None:
                 self._fail(*refusal)
                 return
@@ -224,7 +239,10 @@ class AgentSocket(asyncio.Protocol):
                 whole, self._parts, self._parts_size = b"".join(self._parts), [], 0
                 self._message(whole, self._parts_binary)
         elif opcode == OP_PING:
-            self.write(payload, OP_PONG)
+            if self._write_paused:  # a peer that does not read gets one pong, the latest
+                self._pong = payload
+            else:
+                self.write(payload, OP_PONG)
         elif opcode == OP_PONG:
             pass
         elif opcode == OP_CLOSE:
@@ -233,43 +251,51 @@ class AgentSocket(asyncio.Protocol):
         else:
             self._fail(CLOSE_PROTOCOL, f"unknown opcode {opcode:#x}")
             return False
-        return not self.ended.done()
+        return not self.ended.done() and not self._close_sent
 
     def _message(self, payload: bytes, binary: bool) -> None:
         if self._stopped:
             return
         if self._handler is not None and not self._early:
-            try:
-                self._handler(payload, binary)
-            except Exception:  # a bug of ours must not leave a half-handled link open
-                log.exception("the agent link's handler failed; closing the link")
-                self._fail(CLOSE_INTERNAL, "internal error")
+            self._call(payload, binary)
             return
         self._early.append((payload, binary))
+        self._early_bytes += len(payload)
         if self._first is not None and not self._first.done():
             self._first.set_result(None)
-        if len(self._early) >= EARLY_MAX and not self._reading_paused:
+        if ((len(self._early) >= EARLY_MAX or self._early_bytes >= EARLY_BYTES)
+                and not self._reading_paused):
             self.pause_reading()  # a peer racing ahead of its hello's handling
             self._early_full = True
 
+    def _call(self, payload: bytes, binary: bool) -> None:
+        if self._handler is None:
+            return
+        try:
+            self._handler(payload, binary)
+        except Exception:  # a bug of ours must not leave a half-handled link open
+            log.exception("the agent link's handler failed; closing the link")
+            self._fail(CLOSE_INTERNAL, "internal error")
+
     def _peer_closed(self, payload: bytes) -> None:
-        self.close_code = _LEN16.unpack_from(payload)[0] if len(payload) >= 2 else 1005
+        code, reply = _close_reply(payload)
+        self.close_code = code
         if not self._close_received.done():
             self._close_received.set_result(None)
-        if not self._close_sent:  # echo the close, then we (the server) close the TCP side
-            self.write(payload[:2], OP_CLOSE)
+        if not self._close_sent:  # answer the close, then we (the server) close the TCP side
+            self.write(reply, OP_CLOSE)
             self._close_sent = True
         self._buf.clear()
-        self._transport.close()
+        self._drop()
 
     def _fail(self, code: int, reason: str) -> None:
         """A protocol error: say why in a close frame and drop the connection."""
         self.close_code = code
         if not self._close_sent:
             self._close_sent = True
-            self.write(_LEN16.pack(code) + reason.encode()[:120], OP_CLOSE)
+            self.write(_LEN16.pack(code) + _short(reason.encode()), OP_CLOSE)
         self._buf.clear()
-        self._transport.close()
+        self._drop()
 
     # -- writing ----------------------------------------------------------------
 
@@ -313,6 +339,9 @@ class AgentSocket(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._pong is not None:
+            pong, self._pong = self._pong, None
+            self.write(pong, OP_PONG)
         self._wake_drainers(None)
 
     def _wake_drainers(self, exc: BaseException | None) -> None:
@@ -323,10 +352,12 @@ class AgentSocket(asyncio.Protocol):
 
     async def close(self, code: int = 1000, message: bytes = b"", within: float = 3.0) -> None:
         """The close handshake: our close frame, the peer's within ``within`` s, then the TCP
-        connection is closed. Safe to call more than once."""
+        connection is closed: aborted (what is unsent discarded) if the peer is not reading,
+        so a stuck agent cannot hold its link, or the server's shutdown, open. Safe to call
+        more than once."""
         if not self._close_sent and not self.ended.done():
             self._close_sent = True
-            self.write(_LEN16.pack(code) + message[:120], OP_CLOSE)
+            self.write(_LEN16.pack(code) + _short(message), OP_CLOSE)
             self.stop()
             try:
                 async with asyncio.timeout(within):
@@ -334,7 +365,11 @@ class AgentSocket(asyncio.Protocol):
                                        return_when=asyncio.FIRST_COMPLETED)
             except TimeoutError:
                 pass
-        if not self._transport.is_closing():
+        if self.ended.done():
+            return
+        if self._transport.get_write_buffer_size():
+            self._transport.abort()
+        elif not self._transport.is_closing():
             self._transport.close()
 
     # -- the connection ---------------------------------------------------------
@@ -352,5 +387,34 @@ class AgentSocket(asyncio.Protocol):
             self._first.set_result(None)
         self._http.connection_lost(exc)  # aiohttp ends its handler's bookkeeping
 
+    def _drop(self) -> None:
+        """Close the TCP connection: gracefully, or at once if the peer is not reading
+        (a graceful close would wait for it forever)."""
+        if self._write_paused:
+            self._transport.abort()
+        else:
+            self._transport.close()
+
     def __repr__(self) -> str:
         return f"<AgentSocket closed={self.closed} ended={self.ended.done()}>"
+
+
+def _short(reason: bytes) -> bytes:
+    """A close reason cut to 120 bytes without splitting a UTF-8 character."""
+    return reason[:120].decode(errors="ignore").encode()
+
+
+def _close_reply(payload: bytes) -> tuple[int, bytes]:
+    """The peer's close code and the payload of our answer: its code echoed, or 1002/1007
+    for a close frame that breaks the rules (one byte, a code a peer may not send, a reason
+    that is not UTF-8)."""
+    if not payload:
+        return 1005, b""
+    code = _LEN16.unpack_from(payload)[0] if len(payload) >= 2 else 0
+    if len(payload) == 1 or not (code in _CLOSE_CODES or 3000 <= code <= 4999):
+        return code, _LEN16.pack(CLOSE_PROTOCOL) + b"invalid close frame"
+    try:
+        payload[2:].decode()
+    except UnicodeDecodeError:
+        return code, _LEN16.pack(1007) + b"close reason is not UTF-8"
+    return code, payload[:2]
