@@ -71,6 +71,13 @@ class Collector:
         gc.freeze()
 
 
+    async def stop(self, _app: web.Application) -> None:
+        """Stop timing collections: those of the interpreter's own exit are not news."""
+        if self._timed in gc.callbacks:
+            gc.callbacks.remove(self._timed)
+
+
 def job() -> Background:
     """The periodic freeze; for the server process only (``beeyard-server serve``)."""
-    return Background("gc", FREEZE_EVERY, Collector().tick)
+    collector = Collector()
+    return Background("gc", FREEZE_EVERY, collector.tick, final=collector.stop)
