@@ -205,3 +205,26 @@ def test_masking_round_trips() -> None:
         masked = websocket._mask(payload, key)
         assert websocket._mask(masked, key) == payload
         assert masked == bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def test_client_frames_parse_back_at_every_length_encoding() -> None:
+    """encode_frame's three header forms (7-bit, 16-bit and 64-bit lengths) and its
+    masking, read back as RFC 6455 §5.2 says a server reads them."""
+    import struct
+
+    for n in (0, 1, 125, 126, 1025, 4095, 4096, 65535, 65536, 70001):
+        payload = bytes((i * 7 + n) % 256 for i in range(n))
+        for opcode, fin in ((websocket.OP_BINARY, True), (websocket.OP_CONT, False)):
+            frame = websocket.encode_frame(opcode, payload, fin=fin)
+            assert frame[0] == (0x80 if fin else 0) | opcode
+            assert frame[1] & 0x80  # masked
+            length, offset = frame[1] & 0x7F, 2
+            if length == 126:
+                length, offset = struct.unpack("!H", frame[2:4])[0], 4
+            elif length == 127:
+                length, offset = struct.unpack("!Q", frame[2:10])[0], 10
+            assert length == n
+            assert offset == (2 if n < 126 else 4 if n < 65536 else 10)
+            key, body = frame[offset:offset + 4], frame[offset + 4:]
+            assert len(body) == n
+            assert bytes(b ^ key[i % 4] for i, b in enumerate(body)) == payload
