@@ -294,6 +294,7 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
     import aiohttp
 
     lat: list[float] = []
+    paused = gc_pauses()
     trend: list[tuple[float, float]] = []  # (time, latency) of every 1,000th sample
     worst: dict[int, float] = {}  # unix second -> the largest latency seen in it
     slow: dict[int, int] = {}  # second of the minute -> samples later than 100 ms in it
@@ -342,9 +343,10 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
 
     asyncio.run(until_stopped())
     result: dict[str, Any] = {"closed": closes[:5], "closes": len(closes), "other": other,
-                              "frames": frames}
+                              "frames": frames, "subscriber_gc_pauses": paused[:10]}
     if worst:  # the slowest seconds, with their second of the minute: what causes the tail?
-        result["worst_seconds"] = [f":{t % 60:02d} {x * 1e3:.0f} ms" for t, x in sorted(
+        result["worst_seconds"] = [f"{time.strftime('%H:%M:%S', time.gmtime(t))} "
+                                   f"{x * 1e3:.0f} ms" for t, x in sorted(
             worst.items(), key=lambda kv: -kv[1])[:8]]
     if slow:  # where in the minute the samples over 100 ms arrived
         result["over_100ms_by_second"] = dict(sorted(slow.items()))
@@ -362,6 +364,25 @@ def subscriber(port: int, cookie: str, start: Any, stop: Any, out: Any) -> None:
                       p999=lat[int(len(lat) * 0.999)], max=lat[-1],
                       mean=statistics.fmean(lat))
     out.send(result)
+
+
+def gc_pauses(min_s: float = 0.05) -> list[str]:
+    """Record this process's collections longer than ``min_s`` (when, generation, how
+    long): a pause of the simulator or the subscriber shows as latency too, so the
+    report says when they paused, to tell theirs from the server's."""
+    import gc
+    pauses: list[str] = []
+    started = [0.0]
+
+    def timed(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        elif time.perf_counter() - started[0] >= min_s:
+            pauses.append(f"{time.strftime('%H:%M:%S')} gen{info['generation']} "
+                          f"{(time.perf_counter() - started[0]) * 1e3:.0f} ms")
+
+    gc.callbacks.append(timed)
+    return pauses
 
 
 # -- measuring -------------------------------------------------------------------------
@@ -488,6 +509,7 @@ async def simulate(server: Any, pg: EmbeddedPostgres, n: int, cookie: str) -> di
     start.set()
     timeline.append(snap())
     window_end = loop.time() + SECONDS
+    sim_paused = gc_pauses()
     await tick_task
     stop.set()
     rss = server.rss()
@@ -533,7 +555,7 @@ async def simulate(server: Any, pg: EmbeddedPostgres, n: int, cookie: str) -> di
         "rss_before_mb": rss_before / 2**20, "rss_mb": rss / 2**20,
         "sim_rss_mb": sim_rss / 2**20, "closed_links": stats.closed, "byes": stats.byes[:5],
         "published_per_s": lat.get("n", 0) / span if isinstance(lat, dict) else 0,
-        "latency": lat, "load": os.getloadavg(),
+        "latency": lat, "load": os.getloadavg(), "simulator_gc_pauses": sim_paused[:10],
     }
 
 
