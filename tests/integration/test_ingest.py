@@ -4,7 +4,9 @@ nothing is acked while the database cannot take the rows, and all of it is once 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -35,6 +37,19 @@ async def acked(agent: FakeAgent, want: set[int], timeout: float = 10.0) -> set[
 async def no_ack(agent: FakeAgent, seconds: float) -> None:
     with pytest.raises(TimeoutError):
         await agent.recv(timeout=seconds, skip=("ping", "pong"))
+
+
+@contextlib.asynccontextmanager
+async def minutes_locked(db: asyncpg.Connection) -> AsyncIterator[None]:
+    """metrics_minute locked as a stuck database holds it: no insert gets through until
+    the block ends."""
+    lock = db.transaction()
+    await lock.start()
+    await db.execute("LOCK TABLE metrics_minute IN ACCESS EXCLUSIVE MODE")
+    try:
+        yield
+    finally:
+        await lock.rollback()
 
 
 async def test_summaries_are_committed_then_acked_and_replays_are_idempotent(
@@ -86,13 +101,10 @@ async def test_no_ack_while_the_table_is_locked_then_all_acked(
     await api.login()
     server_id, token = await enroll(api)
     agent, _ = await FakeAgent.start(client, token)
-    lock = db.transaction()
-    await lock.start()
-    await db.execute("LOCK TABLE metrics_minute IN ACCESS EXCLUSIVE MODE")
-    await agent.send("summary", summary(MINUTE))
-    await agent.send("summary", summary(MINUTE + 60))
-    await no_ack(agent, 1.5)
-    await lock.rollback()
+    async with minutes_locked(db):
+        await agent.send("summary", summary(MINUTE))
+        await agent.send("summary", summary(MINUTE + 60))
+        await no_ack(agent, 1.5)
     assert await acked(agent, {MINUTE, MINUTE + 60}) == {MINUTE, MINUTE + 60}
     assert await db.fetchval("SELECT count(*) FROM metrics_minute WHERE server_id = $1",
                              server_id) == 2
@@ -129,13 +141,10 @@ async def test_acks_follow_the_agent_to_its_new_link(
     await api.login()
     _, token = await enroll(api)
     first, _ = await FakeAgent.start(client, token)
-    lock = db.transaction()
-    await lock.start()
-    await db.execute("LOCK TABLE metrics_minute IN ACCESS EXCLUSIVE MODE")
-    await first.send("summary", summary(MINUTE))
-    await asyncio.sleep(0.3)
-    second, _ = await FakeAgent.start(client, token)
-    await lock.rollback()
+    async with minutes_locked(db):
+        await first.send("summary", summary(MINUTE))
+        await asyncio.sleep(0.3)
+        second, _ = await FakeAgent.start(client, token)
     assert await acked(second, {MINUTE}) == {MINUTE}
 
 
@@ -153,16 +162,13 @@ async def test_a_full_queue_stops_reading_the_link_until_the_writer_catches_up(
     server_id, token = await enroll(api)
     agent, _ = await FakeAgent.start(client, token)
     assert client.server.app[INGEST].queue.maxsize == 2
-    lock = db.transaction()
-    await lock.start()
-    await db.execute("LOCK TABLE metrics_minute IN ACCESS EXCLUSIVE MODE")
     minutes = {MINUTE + 60 * i for i in range(5)}
-    for m in sorted(minutes):
-        await agent.send("summary", summary(m))
-    await agent.send("ping", {"ts": 5.0})
-    with pytest.raises(TimeoutError):  # the link is not being read: no pong
-        await agent.recv(timeout=1.0)
-    await lock.rollback()
+    async with minutes_locked(db):
+        for m in sorted(minutes):
+            await agent.send("summary", summary(m))
+        await agent.send("ping", {"ts": 5.0})
+        with pytest.raises(TimeoutError):  # the link is not being read: no pong
+            await agent.recv(timeout=1.0)
     got: set[int] = set()
     pong = False
     while not (minutes <= got and pong):
@@ -208,10 +214,7 @@ async def test_a_summary_waiting_for_room_is_dropped_with_its_link(
     await api.login()
     server_id, token = await enroll(api)
     agent, _ = await FakeAgent.start(client, token)
-    lock = db.transaction()
-    await lock.start()
-    await db.execute("LOCK TABLE metrics_minute IN ACCESS EXCLUSIVE MODE")
-    try:
+    async with minutes_locked(db):
         link = client.server.app[HUB].links[server_id]
         writer = client.server.app[INGEST]
         for i in range(8):  # the writer holds 3 (stuck on the lock), 2 fill the queue
@@ -229,5 +232,3 @@ async def test_a_summary_waiting_for_room_is_dropped_with_its_link(
             assert time.monotonic() < deadline, "the waiting summary outlived its link"
             await asyncio.sleep(0.02)
         assert waiting.cancelled()
-    finally:
-        await lock.rollback()
