@@ -108,9 +108,10 @@ class AgentSocket(asyncio.Protocol):
     def take(cls, request: web.Request, max_size: int) -> AgentSocket:
         """Take over the connection of ``request`` right after ``WebSocketResponse.prepare``.
 
-        Nothing can have arrived between the 101 and this call (no await in between,
-        and a client must not send before reading the 101), so no bytes are left behind
-        in aiohttp's reader.
+        Nothing can arrive between the 101 and this call (no await in between). A client
+        must not send before it has read the 101 (RFC 6455 4.1); bytes a client sent
+        with its request anyway stay in aiohttp's reader, unread, and its hello times
+        out with a ``bye`` saying so — ours never does that.
         """
         transport = request.transport
         if transport is None or transport.is_closing():
