@@ -72,7 +72,11 @@ async def test_live_tier_within_fifteen_minutes(
     assert now - 720 < first <= now - 600
     assert sum(p["samples"] for p in data["points"]) == now - first
     for p in data["points"]:
-        assert p["values"]["cpu"]["min"] == 0.0 and p["values"]["cpu"]["max"] == 9.0
+        cpu = p["values"]["cpu"]
+        if p["samples"] >= 10:  # a whole 0..9 cycle of cpu values in the bucket
+            assert cpu["min"] == 0.0 and cpu["max"] == 9.0, p
+        else:  # the newest bucket holds only the seconds since its start (now % 120)
+            assert 0.0 <= cpu["min"] <= cpu["max"] <= 9.0, p
 
 
 async def test_a_young_ring_gives_way_to_minutes(
