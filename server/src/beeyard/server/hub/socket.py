@@ -36,7 +36,7 @@ log = logging.getLogger("beeyard.server.hub")
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _DATA = (OP_TEXT, OP_BINARY)
-CLOSE_PROTOCOL, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_ABNORMAL = 1002, 1009, 1011, 1006
+CLOSE_PROTOCOL, CLOSE_TOO_BIG, CLOSE_INTERNAL = 1002, 1009, 1011
 _LEN16 = struct.Struct("!H")
 _LEN64 = struct.Struct("!Q")
 
@@ -102,7 +102,6 @@ class AgentSocket(asyncio.Protocol):
         self._close_sent = False
         self._close_received: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.close_code: int | None = None  # the peer's, or ours when we failed the link
 
     @classmethod
     def take(cls, request: web.Request, max_size: int) -> AgentSocket:
@@ -133,11 +132,12 @@ class AgentSocket(asyncio.Protocol):
                                        return_when=asyncio.FIRST_COMPLETED)
             finally:
                 self._first = None
-        if not self._early:
-            return None
-        first = self._early.popleft()
-        self._early_bytes -= len(first[0])
-        return first
+        return self._take_early() if self._early else None
+
+    def _take_early(self) -> tuple[bytes, bool]:
+        message = self._early.popleft()
+        self._early_bytes -= len(message[0])
+        return message
 
     def deliver(self, handler: Handler) -> None:
         """From now on hand every message to ``handler`` (those already read first)."""
@@ -147,9 +147,7 @@ class AgentSocket(asyncio.Protocol):
             if not self._transport.is_closing():
                 self._transport.resume_reading()
         while self._early and self._handler is not None and not self._reading_paused:
-            payload, binary = self._early.popleft()
-            self._early_bytes -= len(payload)
-            self._call(payload, binary)
+            self._call(*self._take_early())
         if not self._reading_paused and not self._stopped and not self._close_sent:
             self._parse()  # bytes left in the buffer while reading was paused
 
@@ -279,8 +277,7 @@ class AgentSocket(asyncio.Protocol):
             self._fail(CLOSE_INTERNAL, "internal error")
 
     def _peer_closed(self, payload: bytes) -> None:
-        code, reply = _close_reply(payload)
-        self.close_code = code
+        reply = _close_reply(payload)
         if not self._close_received.done():
             self._close_received.set_result(None)
         if not self._close_sent:  # answer the close, then we (the server) close the TCP side
@@ -291,7 +288,6 @@ class AgentSocket(asyncio.Protocol):
 
     def _fail(self, code: int, reason: str) -> None:
         """A protocol error: say why in a close frame and drop the connection."""
-        self.close_code = code
         if not self._close_sent:
             self._close_sent = True
             self.write(_LEN16.pack(code) + _short(reason.encode()), OP_CLOSE)
@@ -327,13 +323,6 @@ class AgentSocket(asyncio.Protocol):
             fut = asyncio.get_running_loop().create_future()
             self._drainers.append(fut)
             await fut
-
-    async def send(self, payload: bytes) -> None:
-        """Write one binary message and wait until the transport has room again."""
-        if self.closed:
-            raise ConnectionResetError("the agent's connection is closed")
-        self.write(payload)
-        await self.drain()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -379,8 +368,6 @@ class AgentSocket(asyncio.Protocol):
         return False  # the peer half-closed: close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.close_code is None:
-            self.close_code = CLOSE_ABNORMAL
         self._wake_drainers(ConnectionResetError("the agent's connection was lost"))
         if not self.ended.done():
             self.ended.set_result(None)
@@ -405,17 +392,17 @@ def _short(reason: bytes) -> bytes:
     return reason[:120].decode(errors="ignore").encode()
 
 
-def _close_reply(payload: bytes) -> tuple[int, bytes]:
-    """The peer's close code and the payload of our answer: its code echoed, or 1002/1007
-    for a close frame that breaks the rules (one byte, a code a peer may not send, a reason
-    that is not UTF-8)."""
+def _close_reply(payload: bytes) -> bytes:
+    """The payload of our answer to the peer's close: its code echoed, or 1002/1007 for a
+    close frame that breaks the rules (one byte, a code a peer may not send, a reason that
+    is not UTF-8)."""
     if not payload:
-        return 1005, b""
+        return b""
     code = _LEN16.unpack_from(payload)[0] if len(payload) >= 2 else 0
     if len(payload) == 1 or not (code in _CLOSE_CODES or 3000 <= code <= 4999):
-        return code, _LEN16.pack(CLOSE_PROTOCOL) + b"invalid close frame"
+        return _LEN16.pack(CLOSE_PROTOCOL) + b"invalid close frame"
     try:
         payload[2:].decode()
     except UnicodeDecodeError:
-        return code, _LEN16.pack(1007) + b"close reason is not UTF-8"
-    return code, payload[:2]
+        return _LEN16.pack(1007) + b"close reason is not UTF-8"
+    return payload[:2]

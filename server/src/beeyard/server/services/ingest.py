@@ -42,11 +42,10 @@ Item = tuple[int, dict[str, Any]]  # server id, summary body
 
 class Ingest:
     def __init__(self, app: web.Application, maxsize: int | None = None,
-                 batch: int = BATCH, linger: float | None = None) -> None:
+                 batch: int = BATCH) -> None:
         self.app = app
         self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE if maxsize is None else maxsize)
         self.batch = batch
-        self.linger = LINGER if linger is None else linger
         self._held: list[Item] = []  # taken from the queue, not yet committed
         self.written = 0  # rows new to the table
         self.batches = 0  # transactions committed
@@ -87,7 +86,7 @@ class Ingest:
         while True:
             self._held = [await self.queue.get()]
             if self.queue.qsize() < self.batch - 1:
-                await asyncio.sleep(self.linger)
+                await asyncio.sleep(LINGER)
             self._held = self._take(self._held[0])
             await self._write_until_done(self._held)
             self._held = []

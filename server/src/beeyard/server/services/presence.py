@@ -64,11 +64,6 @@ class Presence:
                     hub.spawn(link.close("revoked", "this run token is no longer valid; enroll "
                                          "the agent again", retry=False))
 
-    async def tick_all(self, app: web.Application) -> None:
-        """Every link at once (tests): one full round of the slices."""
-        for _ in range(SLICES):
-            await self.tick(app)
-
 
 def job() -> Background:
     return Background("presence", TICK, Presence().tick)
