@@ -63,6 +63,7 @@ from beeyard.server.auth import tokens
 from beeyard.server.db import enrollments
 from beeyard.server.db.embedded import EmbeddedPostgres
 from beeyard.server.db.pool import _init_connection
+from beeyard.server.services import memory
 from beeyard.shared import wire
 from serverproc import postmaster_pid, start_server, stop_postgres
 
@@ -372,16 +373,11 @@ def gc_pauses(min_s: float = 0.05) -> list[str]:
     report says when they paused, to tell theirs from the server's."""
     import gc
     pauses: list[str] = []
-    started = [0.0]
 
-    def timed(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            started[0] = time.perf_counter()
-        elif time.perf_counter() - started[0] >= min_s:
-            pauses.append(f"{time.strftime('%H:%M:%S')} gen{info['generation']} "
-                          f"{(time.perf_counter() - started[0]) * 1e3:.0f} ms")
+    def note(generation: int, seconds: float, _collected: int) -> None:
+        pauses.append(f"{time.strftime('%H:%M:%S')} gen{generation} {seconds * 1e3:.0f} ms")
 
-    gc.callbacks.append(timed)
+    gc.callbacks.append(memory.collection_timer(note, min_s))
     return pauses
 
 

@@ -57,7 +57,6 @@ async def test_long_collections_are_logged_until_the_job_stops(
             await collector.tick(None)  # type: ignore[arg-type]
             gc.collect()
             assert "garbage collection of generation 2 took" in caplog.text
-            assert collector.long_pauses >= 1 and collector.longest > 0
             await collector.stop(None)  # type: ignore[arg-type]
             assert collector._timed not in gc.callbacks
             caplog.clear()
