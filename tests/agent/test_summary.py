@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from beeyard.agent.collectors import Reading
-from beeyard.agent.summary import MinuteAggregator, merge, minute_of, scalars
+from beeyard.agent.summary import MinuteAggregator, merge
 from beeyard.shared import wire
 from beeyard.shared.frames import SUMMARY_NAMES
 
@@ -65,8 +65,11 @@ def test_one_summary_per_wall_clock_minute() -> None:
 
 
 def test_minute_boundaries_and_a_clock_stepped_back() -> None:
-    assert minute_of(1_700_000_040.0) == 1_700_000_040
-    assert minute_of(1_700_000_099.999) == 1_700_000_040
+    agg = MinuteAggregator()
+    assert agg.add(reading(1_700_000_040.0, 1.0)) is None  # the minute's first instant...
+    assert agg.add(reading(1_700_000_099.999, 2.0)) is None  # ...and its last: one minute
+    whole = agg.flush()
+    assert whole is not None and whole["minute"] == 1_700_000_040 and whole["samples"] == 2
     agg = MinuteAggregator()
     agg.add(reading(1_700_000_100.0, 1.0))
     done = agg.add(reading(1_700_000_050.0, 2.0))  # clock stepped back a minute
@@ -81,9 +84,13 @@ def test_every_summary_name_is_produced_when_data_exists() -> None:
         {"index": 1, "name": "B", "utilization": 100.0, "memory_used": 30.0,
          "memory_total": 100.0},
     ]
-    values = scalars(r)
+    agg = MinuteAggregator()
+    agg.add(r)
+    done = agg.flush()
+    assert done is not None
+    values = done["values"]
     assert set(values) == set(SUMMARY_NAMES)
-    assert values["gpu_utilization"] == 75.0 and values["gpu_memory_used"] == 40.0
+    assert values["gpu_utilization"] == [75.0] * 3 and values["gpu_memory_used"] == [40.0] * 3
 
 
 def test_merge_of_two_parts_of_one_minute() -> None:

@@ -52,16 +52,6 @@ def row(reading: Reading) -> tuple[float | None, ...]:
     )
 
 
-def scalars(reading: Reading) -> dict[str, float]:
-    """The SUMMARY_NAMES values of one reading; a name without data is left out."""
-    return {name: value for name, value in zip(SUMMARY_NAMES, row(reading), strict=True)
-            if value is not None}
-
-
-def minute_of(ts: float) -> int:
-    return int(ts // 60) * 60
-
-
 def _clamp(value: float) -> float:
     return max(-_LIMIT, min(_LIMIT, value))
 
@@ -85,7 +75,7 @@ class MinuteAggregator:
         self._tx = 0.0
 
     def add(self, reading: Reading) -> dict[str, Any] | None:
-        minute = int(reading.ts // 60) * 60  # minute_of, inlined
+        minute = int(reading.ts // 60) * 60  # the wall-clock minute it falls in
         done = self.flush() if self._minute is not None and minute != self._minute else None
         self._minute = minute
         self._samples += 1
