@@ -46,6 +46,15 @@ def parse_diskstats(data: bytes, devices: set[str]) -> dict[str, tuple[float, ..
     return out
 
 
+def parse_block_stat(data: bytes) -> tuple[float, ...]:
+    """(read bytes, write bytes, reads, writes) from /sys/block/X/stat, whose fields
+    are those of /proc/diskstats after the name: reads merged sectors-read ms writes
+    merged sectors-written ..."""
+    fields = data.split(None, 8)
+    return (float(int(fields[2]) * _SECTOR), float(int(fields[6]) * _SECTOR),
+            float(fields[0]), float(fields[4]))
+
+
 def whole_devices(sys_block: str = "/sys/block") -> tuple[set[str], set[str]]:
     """(devices to report, devices to count in the host total)."""
     try:
@@ -105,13 +114,7 @@ class DiskIOCollector:
             for name, file in self._stats:
                 data = file.read()
                 if data:  # None: the device went away since it was listed
-                    # (read bytes, write bytes, reads, writes): the fields of
-                    # /sys/block/X/stat are /proc/diskstats' after the name (reads
-                    # merged sectors-read ms writes merged sectors-written ...); parsed
-                    # here, not in a function: a call per device counts, cold
-                    f = data.split(None, 8)
-                    current[name] = (float(int(f[2]) * _SECTOR), float(int(f[6]) * _SECTOR),
-                                     float(f[0]), float(f[4]))
+                    current[name] = parse_block_stat(data)
             return self._counters.update(now, current)
         data = self._file.read()
         if data is None:
