@@ -190,8 +190,9 @@ def write_config(tmp: Path, server: str, token: str, **overrides: Any) -> Path:
     """A config and token as ``enroll`` would write them, in ``tmp``."""
     spool = overrides.pop("spool", None) or SpoolConfig(tmp / "spool")
     overrides.setdefault("summary_spread", 0.0)  # summaries at once unless a test spreads them
-    config = AgentConfig(server=server, server_id=7, token_file=tmp / "agent.token",
-                         spool=spool, **overrides)
+    overrides.setdefault("server_id", 7)
+    config = AgentConfig(server=server, token_file=tmp / "agent.token", spool=spool,
+                         **overrides)
     write_token(config.token_file, token)
     path = tmp / "agent.toml"
     path.write_text(config.to_toml())

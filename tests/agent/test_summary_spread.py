@@ -5,15 +5,17 @@ in the next seconds, so a fleet's summaries do not all reach the server at once
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.agent.peer import AgentPeer, AgentProcess, write_config
 
 from beeyard.agent import config
-from beeyard.agent.link import Link
+from beeyard.agent.link import Link, spread_offset
 from beeyard.agent.spool import Spool
 
 BASE: dict[str, Any] = {"server": "http://127.0.0.1:1", "server_id": 1, "token_file": "token"}
@@ -43,13 +45,6 @@ def test_a_spread_out_of_bounds_or_not_a_number_is_refused(value: Any) -> None:
         config.parse({**BASE, "summary_spread": value}, Path("/tmp"))
 
 
-def test_each_agent_picks_its_own_point_within_the_spread(tmp_path: Path) -> None:
-    offsets = [link(tmp_path, 30.0).spread_offset for _ in range(300)]
-    assert all(0.0 <= o <= 30.0 for o in offsets)
-    assert min(offsets) < 3.0 and max(offsets) > 27.0  # spread over the window, not bunched
-    assert link(tmp_path, 0.0).spread_offset == 0.0
-
-
 def test_only_the_minute_that_just_closed_is_held_back(tmp_path: Path) -> None:
     agent = link(tmp_path, 30.0, offset=20.0)
     now = time.time()
@@ -66,3 +61,44 @@ def test_only_the_minute_that_just_closed_is_held_back(tmp_path: Path) -> None:
     assert agent._spread_delay([int(now) - 30]) == 0.0  # the partial minute of a stop
     assert agent._spread_delay([minute - 60, minute]) == 0.0  # a backlog goes at once
     assert link(tmp_path, 0.0)._spread_delay([minute]) == 0.0  # spreading turned off
+
+
+def test_the_point_follows_the_server_id_and_lays_a_fleet_out_evenly() -> None:
+    """Consecutive ids fill the window evenly (golden-ratio sequence), not by chance."""
+    assert spread_offset(1, 30.0) == pytest.approx(30.0 * 0.6180339887)
+    assert spread_offset(1, 30.0) == spread_offset(1, 30.0)  # the same after a restart
+    assert spread_offset(5, 0.0) == 0.0
+    for first, count in ((1, 10_000), (4321, 300)):
+        per_second = collections.Counter(
+            int(spread_offset(i, 30.0)) for i in range(first, first + count))
+        assert len(per_second) == 30
+        # random points would put 288 to 379 of 10,000 in some seconds
+        assert max(per_second.values()) - min(per_second.values()) <= 0.01 * count + 2
+
+
+async def test_the_agent_holds_a_just_closed_minute_until_its_point(
+    peer: AgentPeer, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """A real agent process: the summary of the minute that closed last is in its spool as
+    it connects; it goes out at minute + 60 + spread_offset(server_id), not at once."""
+    if time.time() % 60 > 44:  # too near the next minute, which would make a backlog of two
+        await asyncio.sleep(60.5 - time.time() % 60)
+    minute = int(time.time() // 60) * 60 - 60
+    target = time.time() - (minute + 60) + 4.0  # four seconds from now
+    spread = 50.0
+    server_id = min(range(1, 5000), key=lambda i: abs(spread_offset(i, spread) - target))
+    due = minute + 60 + spread_offset(server_id, spread)
+    Spool(tmp_path / "spool").put(
+        {"minute": minute, "samples": 60, "values": {"cpu": [5.0, 1.0, 9.0]}})
+    peer.server_id = server_id
+    path = write_config(tmp_path, peer.url, peer.token, server_id=server_id,
+                        summary_spread=spread)
+    agents.append(AgentProcess(path, tmp_path / "agent.log"))
+    await peer.wait_for("hello")
+    assert time.time() < due - 1.0, "the agent took too long to connect for this test"
+    arrived = await peer.wait_for("summary", timeout=30.0)
+    at = time.time()
+    assert arrived[0].frame.body["minute"] == minute
+    assert due - 0.2 <= at <= due + 1.5, f"sent {at - due:+.2f} s from its point"
+    # live samples flowed while it waited: the hold is not a stalled link
+    assert len([r for r in peer.frames if r.frame.type == "sample"]) >= 2

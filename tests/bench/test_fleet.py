@@ -44,7 +44,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import random
 import resource
 import secrets
 import statistics
@@ -59,6 +58,7 @@ import psutil
 import pytest
 
 from beeyard.agent.config import DEFAULT_SUMMARY_SPREAD
+from beeyard.agent.link import spread_offset
 from beeyard.server.auth import tokens
 from beeyard.server.db import enrollments
 from beeyard.server.db.embedded import EmbeddedPostgres
@@ -184,7 +184,7 @@ class Agent(asyncio.Protocol):
         self.minute: int | None = None
         self.in_minute = 0
         self.due: tuple[int, int] | None = None  # a closed minute waiting for its delay
-        self.delay = random.uniform(0, SPREAD)
+        self.delay = spread_offset(i + 1, SPREAD)  # as the agent of server i + 1 would
         key = base64.b64encode(os.urandom(16)).decode()
         self.request = (
             f"GET /api/agent/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
