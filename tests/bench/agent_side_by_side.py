@@ -10,21 +10,25 @@ next), so a before/after comparison is only fair when both run at once. This
 starts one ``beeyard-server``, enrolls two agents through the API, runs the
 working tree's agent and ``git archive REV agent/src`` (imported first through
 ``sys.path``) at the default 1 s interval, out of phase (so that one's sample
-never warms the caches for the other's), plus a bare asyncio process that only
-wakes once a second (the floor), and prints each one's CPU per second from
+never warms the caches for the other's), plus three floor processes (asyncio,
+waking once a second: only that; with the agent's reads; with the reads and a
+sample-sized send over loopback), and prints each one's CPU per second from
 ``/proc/PID/schedstat`` (nanoseconds) over SECONDS (default 300) after a 15 s
 warm-up. Every process started here is stopped by its PID.
 """
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,8 +37,38 @@ from serverproc import clean_env, request, start_server, stop_postgres
 
 PASSWORD = "a benchmark passphrase"
 WARMUP = 15.0
-BARE = ("import asyncio\nasync def main():\n    while True:\n        await asyncio.sleep(1)\n"
-        "asyncio.run(main())\n")
+# The floor: an asyncio process waking once a second on a timer, as the agent does, that
+# makes the agent's system calls (argv[1]: the files it re-reads with one pread each, plus
+# a statvfs of / and an fstat of /proc) and sends a sample-sized message over loopback TCP
+# (argv[2]: the port of a sink that reads it; 0 for none), but parses and builds nothing.
+FLOOR = """
+import asyncio, os, sys
+files = [f for f in sys.argv[1].split(",") if f]
+port = int(sys.argv[2])
+async def main():
+    loop = asyncio.get_running_loop()
+    fds = [os.open(f, os.O_RDONLY) for f in files]
+    proc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    writer = (await asyncio.open_connection("127.0.0.1", port))[1] if port else None
+    payload = os.urandom(861)
+    due = loop.time()
+    def tick():
+        nonlocal due
+        for fd in fds:
+            os.pread(fd, 65536, 0)
+        if fds:
+            os.statvfs("/")
+            os.fstat(proc)
+        if writer is not None:
+            writer.write(payload)
+        due += 1.0
+        loop.call_at(due, tick)
+    loop.call_soon(tick)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+AGENT_FILES = ["/proc/stat", "/proc/loadavg", "/proc/meminfo", "/proc/net/dev",
+               "/proc/net/sockstat", "/proc/net/sockstat6"]
 LAUNCHER = """import sys
 sys.path.insert(0, {src!r})
 import beeyard.agent
@@ -55,6 +89,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def drain(sink: socket.socket) -> None:
+    """Accept the floor process's connection and read what it sends, as a server would."""
+    conn, _ = sink.accept()
+    with conn:
+        while conn.recv(65536):
+            pass
+
+
 def main() -> None:
     rev = sys.argv[1]
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
@@ -69,6 +111,7 @@ def main() -> None:
                 "working tree": [sys.executable, "-m", "beeyard.agent.cli"]}
     server = start_server(work / "data", env={"BEEYARD_ADMIN_PASSWORD": PASSWORD})
     procs: dict[str, subprocess.Popen[bytes]] = {}
+    sink = socket.create_server(("127.0.0.1", 0))
     try:
         server.wait_ready()
         resp = server.login(PASSWORD)
@@ -90,7 +133,14 @@ def main() -> None:
                 [*cmd, "run", "--config", str(d / "agent.toml")], stdin=subprocess.DEVNULL,
                 stdout=(d / "log").open("wb"), stderr=subprocess.STDOUT, env=clean_env())
             time.sleep(0.37)  # out of phase with the previous one
-        procs["bare asyncio, 1 wake-up/s"] = subprocess.Popen([sys.executable, "-c", BARE])
+        threading.Thread(target=drain, args=(sink,), daemon=True).start()
+        disks = [f"{d}/stat" for d in glob.glob("/sys/block/*") if os.path.exists(f"{d}/device")]
+        reads = ",".join(AGENT_FILES + disks)
+        for name, args in (("floor: wake-up", ["", "0"]),
+                           ("floor: + the agent's reads", [reads, "0"]),
+                           ("floor: + reads + a send", [reads, str(sink.getsockname()[1])])):
+            procs[name] = subprocess.Popen([sys.executable, "-c", FLOOR, *args])
+            time.sleep(0.13)  # out of phase
         time.sleep(WARMUP)
         start = {name: cpu_ns(p.pid) for name, p in procs.items()}
         began = time.monotonic()
@@ -113,6 +163,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+        sink.close()
         server.stop()
         stop_postgres(work / "data")
         shutil.rmtree(work, ignore_errors=True)

@@ -68,6 +68,28 @@ async def test_server_pings_every_heartbeat(api: Api, client: TestClient[Any, An
     assert time.monotonic() - started < 4
 
 
+async def test_a_link_whose_samples_flow_is_pinged_as_a_sample_arrives(
+    api: Api, client: TestClient[Any, Any]
+) -> None:
+    """Samples every 1 s, heartbeat 2 s: the ping goes out on the first sample after
+    the heartbeat, in the agent's own wake-up, and the sweep does not ping such a link
+    at another moment (it would wake an idle agent once more) until 3 s passed."""
+    assert agents.ping_due(2.0, 1.0) == 3.0 and agents.ping_due(2.0, 5.0) == 2.0
+    await api.login()
+    _, token = await enroll(api)
+    client.server.app[HUB].heartbeat = 2.0
+    agent, welcome = await FakeAgent.start(client, token, interval=1.0)
+    assert welcome.body["heartbeat"] == 2.0
+    for _ in range(3):
+        with pytest.raises(TimeoutError):  # a heartbeat passes without a sample: no ping
+            await agent.recv(timeout=2.4, skip=())
+        sent = time.monotonic()
+        await agent.send("sample", {"ts": time.time(), "metrics": METRICS})
+        ping = await agent.recv(timeout=0.25, skip=())
+        assert ping.type == "ping"
+        assert time.monotonic() - sent < 0.25
+
+
 async def test_incompatible_protocol_is_refused_for_good(
     api: Api, client: TestClient[Any, Any]
 ) -> None:

@@ -394,6 +394,14 @@ class Link:
         due = min(self._next_ping + slack, self._last_rx + DEAD_AFTER * heartbeat)
         self._beat_timer = self._loop.call_at(due, self._beat)
 
+    def _samples_flow(self, now: float) -> bool:
+        """Whether samples tell the server we are here: they go out more often than
+        heartbeats and one went out within the last heartbeat. The server counts any
+        frame as a sign of life, so then neither a ping of ours nor a pong to its ping
+        is needed (each would be a send, and a ping's pong a wake-up, for nothing)."""
+        return (self.config.interval < self._heartbeat
+                and now - self._last_sample < self._heartbeat)
+
     def _beat(self, fallback: bool = True) -> None:
         """A ``ping`` every heartbeat, and the session declared lost when no frame
         arrived for ``DEAD_AFTER`` heartbeats."""
@@ -409,11 +417,8 @@ class Link:
             self._next_ping += self._heartbeat
             if self._next_ping <= now:  # the loop was stalled: no burst of pings
                 self._next_ping = now + self._heartbeat
-            if (self.config.interval < self._heartbeat
-                    and now - self._last_sample < self._heartbeat):
-                # a sample went out this heartbeat: it told the server we are here, and
-                # a ping would only bring a pong that wakes this process for nothing.
-                # Should samples stop, the ping is due a heartbeat after the last one.
+            if self._samples_flow(now):
+                # should samples stop, the ping is due a heartbeat after the last one
                 self._next_ping = self._last_sample + self._heartbeat
                 self._arm()
                 return
@@ -432,10 +437,11 @@ class Link:
         loop = asyncio.get_running_loop()
         while True:
             data = await ws.receive()
-            self._last_rx = loop.time()
+            now = self._last_rx = loop.time()
             pong = pong_for(data)
             if pong is not None:
-                ws.send_nowait(pong)  # tiny: no drain
+                if not self._samples_flow(now):  # else the samples already answer it
+                    ws.send_nowait(pong)  # tiny: no drain
                 continue
             frame = self._decode(data)
             if frame is not None:
@@ -443,8 +449,9 @@ class Link:
 
     async def _handle(self, ws: websocket.WebSocket, frame: wire.Frame) -> None:
         body = frame.body
-        if frame.type == "ping":
-            ws.send_nowait(_pack_unchecked("pong", {"ts": body["ts"]}))  # tiny: no drain
+        if frame.type == "ping":  # one pong_for declined (an odd but valid layout)
+            if not self._samples_flow(self._last_rx):
+                ws.send_nowait(_pack_unchecked("pong", {"ts": body["ts"]}))  # tiny: no drain
         elif frame.type == "ack":
             removed = self.spool.remove(body["minutes"])
             log.debug("server committed %d summaries (%d still spooled)", removed,

@@ -3,10 +3,11 @@
 This job does what one sweep does cheaper than a timer per agent: every second
 each link is looked at once — closed if it has been silent for longer than
 ``silence_limit`` (``hub/agents.py``; 9 s at the defaults), its server marked
-offline at once, or pinged if its heartbeat is due. The links are taken a
-tenth at a time, ten times a second, so that at 10,000 agents the 2,000 pings
-due each second go out as ten bursts of ~200 rather than one burst of 2,000
-that held every other agent's frames back for tens of milliseconds. A round's
+offline at once, or pinged if its heartbeat is overdue (``ping_due``: a link
+whose samples flow is pinged on a sample's arrival instead). The links are
+taken a tenth at a time, ten times a second, so that the work (and any pings
+due) at 10,000 agents is ten small bursts rather than one that held every
+other agent's frames back for tens of milliseconds. A round's
 links are listed as it begins (links coming and going would otherwise shift
 others out of their tenth); a link that connects meanwhile joins the next
 round. Every ``TOUCH_EVERY`` seconds it writes ``last_seen_at`` of every online
@@ -27,7 +28,6 @@ from beeyard.server import context
 from beeyard.server.db import servers
 from beeyard.server.hub.agents import HUB, Link
 from beeyard.server.services import Background
-from beeyard.shared import wire
 
 TOUCH_EVERY = 30.0
 SLICES = 10  # the links are visited a slice per tick, each link once per SLICES ticks
@@ -49,12 +49,9 @@ class Presence:
         self._slice = (self._slice + 1) % SLICES
         hub.sweep(links)
         now = time.monotonic()
-        ping = None  # one frame for every link pinged in this tick
         for link in links:
-            if now - link.last_ping >= hub.heartbeat and not link.closing:
-                link.last_ping = now
-                ping = ping or wire.encode("ping", {"ts": time.time()})
-                link.send_bytes(ping)
+            if now - link.last_ping >= link.ping_due and not link.closing:
+                hub.ping(link, now)
         if now - self._touched >= TOUCH_EVERY:
             self._touched = now
             everyone = dict(hub.links)
