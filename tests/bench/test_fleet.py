@@ -76,6 +76,7 @@ WARMUP = 10.0
 # Each simulated agent sends a closed minute's summary at its own point in the next
 # SPREAD seconds, as a real agent does (its ``summary_spread``, 30 s by default).
 SPREAD = float(os.environ.get("BEEYARD_BENCH_FLEET_SPREAD", DEFAULT_SUMMARY_SPREAD))
+HEARTBEAT = 5.0  # the server's default (BEEYARD_AGENT_HEARTBEAT)
 SLOTS = 100  # each second is cut in 100 slots of 10 ms; an agent always sends in its slot
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -184,6 +185,7 @@ class Agent(asyncio.Protocol):
         self.minute: int | None = None
         self.in_minute = 0
         self.due: tuple[int, int] | None = None  # a closed minute waiting for its delay
+        self.last_sample = float("-inf")
         self.delay = spread_offset(i + 1, SPREAD)  # as the agent of server i + 1 would
         key = base64.b64encode(os.urandom(16)).decode()
         self.request = (
@@ -256,8 +258,12 @@ class Agent(asyncio.Protocol):
         if t == "welcome":
             if not self.welcome.done():
                 self.welcome.set_result(body["server_id"])
-        elif t == "ping":  # a real agent whose samples flow sends no pong (any frame will do)
+        elif t == "ping":
             self.stats.pings += 1
+            # as a real agent: no pong while its samples flow (any frame will do), but
+            # before the first sample (the fleet is still connecting) or after a pause
+            if time.time() - self.last_sample >= HEARTBEAT:
+                self.send("pong", {"ts": body["ts"]})
         elif t == "ack":
             self.stats.acked += len(body["minutes"])
         elif t == "bye":
@@ -283,6 +289,7 @@ class Agent(asyncio.Protocol):
         self.minute = minute
         self.in_minute += 1
         self.transport.write(ws_frame(self.sample_bytes(now)))
+        self.last_sample = now
         if count:
             self.stats.samples += 1
 
