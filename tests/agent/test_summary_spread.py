@@ -81,10 +81,10 @@ async def test_the_agent_holds_a_just_closed_minute_until_its_point(
 ) -> None:
     """A real agent process: the summary of the minute that closed last is in its spool as
     it connects; it goes out at minute + 60 + spread_offset(server_id), not at once."""
-    if time.time() % 60 > 44:  # too near the next minute, which would make a backlog of two
+    if time.time() % 60 > 40:  # too near the next minute, which would make a backlog of two
         await asyncio.sleep(60.5 - time.time() % 60)
     minute = int(time.time() // 60) * 60 - 60
-    target = time.time() - (minute + 60) + 4.0  # four seconds from now
+    target = time.time() - (minute + 60) + 8.0  # eight seconds from now (a slow start-up)
     spread = 50.0
     server_id = min(range(1, 5000), key=lambda i: abs(spread_offset(i, spread) - target))
     due = minute + 60 + spread_offset(server_id, spread)
@@ -99,6 +99,6 @@ async def test_the_agent_holds_a_just_closed_minute_until_its_point(
     arrived = await peer.wait_for("summary", timeout=30.0)
     at = time.time()
     assert arrived[0].frame.body["minute"] == minute
-    assert due - 0.2 <= at <= due + 1.5, f"sent {at - due:+.2f} s from its point"
+    assert due - 0.2 <= at <= due + 2.5, f"sent {at - due:+.2f} s from its point"
     # live samples flowed while it waited: the hold is not a stalled link
     assert len([r for r in peer.frames if r.frame.type == "sample"]) >= 2
