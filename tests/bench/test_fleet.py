@@ -76,7 +76,6 @@ WARMUP = 10.0
 # Each simulated agent sends a closed minute's summary at its own point in the next
 # SPREAD seconds, as a real agent does (its ``summary_spread``, 30 s by default).
 SPREAD = float(os.environ.get("BEEYARD_BENCH_FLEET_SPREAD", DEFAULT_SUMMARY_SPREAD))
-HEARTBEAT = 5.0  # the server's default (BEEYARD_AGENT_HEARTBEAT)
 SLOTS = 100  # each second is cut in 100 slots of 10 ms; an agent always sends in its slot
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -168,7 +167,6 @@ class Stats:
         self.summaries = 0  # sent in the measuring window
         self.sent = 0  # sent at all (the warm-up's too): what must be in the table
         self.acked = 0
-        self.pings = 0  # received; not answered, as a real agent's samples answer them
         self.closed = 0
         self.byes: list[str] = []
 
@@ -186,6 +184,7 @@ class Agent(asyncio.Protocol):
         self.in_minute = 0
         self.due: tuple[int, int] | None = None  # a closed minute waiting for its delay
         self.last_sample = float("-inf")
+        self.heartbeat = 5.0  # until welcome says
         self.delay = spread_offset(i + 1, SPREAD)  # as the agent of server i + 1 would
         key = base64.b64encode(os.urandom(16)).decode()
         self.request = (
@@ -256,13 +255,13 @@ class Agent(asyncio.Protocol):
     def frame(self, message: dict[str, Any]) -> None:
         t, body = message["t"], message.get("b", {})
         if t == "welcome":
+            self.heartbeat = body["heartbeat"]
             if not self.welcome.done():
                 self.welcome.set_result(body["server_id"])
         elif t == "ping":
-            self.stats.pings += 1
             # as a real agent: no pong while its samples flow (any frame will do), but
             # before the first sample (the fleet is still connecting) or after a pause
-            if time.time() - self.last_sample >= HEARTBEAT:
+            if time.time() - self.last_sample >= self.heartbeat:
                 self.send("pong", {"ts": body["ts"]})
         elif t == "ack":
             self.stats.acked += len(body["minutes"])
