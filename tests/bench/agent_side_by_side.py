@@ -10,11 +10,12 @@ next), so a before/after comparison is only fair when both run at once. This
 starts one ``beeyard-server``, enrolls two agents through the API, runs the
 working tree's agent and ``git archive REV agent/src`` (imported first through
 ``sys.path``) at the default 1 s interval, out of phase (so that one's sample
-never warms the caches for the other's), plus three floor processes (asyncio,
-waking once a second: only that; with the agent's reads; with the reads and a
-sample-sized send over loopback), and prints each one's CPU per second from
-``/proc/PID/schedstat`` (nanoseconds) over SECONDS (default 300) after a 15 s
-warm-up. Every process started here is stopped by its PID.
+never warms the caches for the other's), plus floor processes that wake once a
+second and do only that, or also make the agent's reads, or the reads and a
+sample-sized send over loopback: in Python on an asyncio timer as the agent does,
+and the first and last again in C when a C compiler is found), and prints each
+one's CPU per second from ``/proc/PID/schedstat`` (nanoseconds) over SECONDS
+(default 300) after a 15 s warm-up. Every process started here is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -67,6 +68,41 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
+# The same floor in C (compiled when a C compiler is found; same arguments): what these
+# system calls cost any implementation here, with no interpreter waking up around them.
+FLOOR_C = r"""
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    static char buf[65536], payload[861];
+    int fds[64], n = 0, sock = -1, port = atoi(argv[2]);
+    for (char *f = strtok(argv[1], ","); f && n < 64; f = strtok(NULL, ","))
+        fds[n++] = open(f, O_RDONLY);
+    int proc = open("/proc", O_RDONLY | O_DIRECTORY);
+    if (port) {
+        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        sock = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(sock, (struct sockaddr *)&to, sizeof to)) return 1;
+    }
+    struct statvfs fs; struct stat st; struct timespec due;
+    clock_gettime(CLOCK_MONOTONIC, &due);
+    for (;;) {
+        due.tv_sec++;
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
+        for (int i = 0; i < n; i++) pread(fds[i], buf, sizeof buf, 0);
+        if (n) { statvfs("/", &fs); fstat(proc, &st); }
+        if (sock >= 0) send(sock, payload, sizeof payload, 0);
+    }
+}
+"""
 AGENT_FILES = ["/proc/stat", "/proc/loadavg", "/proc/meminfo", "/proc/net/dev",
                "/proc/net/sockstat", "/proc/net/sockstat6"]
 LAUNCHER = """import sys
@@ -90,11 +126,35 @@ def rss_mb(pid: int) -> float:
 
 
 def drain(sink: socket.socket) -> None:
-    """Accept the floor process's connection and read what it sends, as a server would."""
-    conn, _ = sink.accept()
+    """Accept the floor processes' connections and read what they send, as a server would."""
+    while True:
+        try:
+            conn, _ = sink.accept()
+        except OSError:  # closed at the end
+            return
+        threading.Thread(target=read_all, args=(conn,), daemon=True).start()
+
+
+def read_all(conn: socket.socket) -> None:
     with conn:
         while conn.recv(65536):
             pass
+
+
+def floors(work: Path, reads: str, port: int) -> dict[str, list[str]]:
+    """The floor processes' command lines: Python's, and C's when a compiler is found."""
+    found = {"floor: wake-up": [sys.executable, "-c", FLOOR, "", "0"],
+             "floor: + the agent's reads": [sys.executable, "-c", FLOOR, reads, "0"],
+             "floor: + reads + a send": [sys.executable, "-c", FLOOR, reads, str(port)]}
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        print("no C compiler: the C floors are left out")
+        return found
+    (work / "floor.c").write_text(FLOOR_C)
+    subprocess.run([cc, "-O2", "-o", str(work / "floor"), str(work / "floor.c")], check=True)
+    found["C floor: wake-up"] = [str(work / "floor"), "", "0"]
+    found["C floor: + reads + a send"] = [str(work / "floor"), reads, str(port)]
+    return found
 
 
 def main() -> None:
@@ -136,11 +196,9 @@ def main() -> None:
         threading.Thread(target=drain, args=(sink,), daemon=True).start()
         disks = [f"{d}/stat" for d in glob.glob("/sys/block/*") if os.path.exists(f"{d}/device")]
         reads = ",".join(AGENT_FILES + disks)
-        for name, args in (("floor: wake-up", ["", "0"]),
-                           ("floor: + the agent's reads", [reads, "0"]),
-                           ("floor: + reads + a send", [reads, str(sink.getsockname()[1])])):
-            procs[name] = subprocess.Popen([sys.executable, "-c", FLOOR, *args])
-            time.sleep(0.13)  # out of phase
+        for name, cmd in floors(work, reads, sink.getsockname()[1]).items():
+            procs[name] = subprocess.Popen(cmd)
+            time.sleep(0.11)  # out of phase
         time.sleep(WARMUP)
         start = {name: cpu_ns(p.pid) for name, p in procs.items()}
         began = time.monotonic()
