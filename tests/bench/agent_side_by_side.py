@@ -13,7 +13,8 @@ working tree's agent and ``git archive REV agent/src`` (imported first through
 never warms the caches for the other's), plus floor processes that wake once a
 second and do only that, or also make the agent's reads, or the reads and a
 sample-sized send over loopback: in Python on an asyncio timer as the agent does,
-and the first and last again in C when a C compiler is found), and prints each
+and the first and last again in C, plus a prototype sampler written in C and called
+from the same asyncio timer, when a C compiler is found), and prints each
 one's CPU per second from ``/proc/PID/schedstat`` (nanoseconds) over SECONDS
 (default 300) after a 15 s warm-up. Every process started here is stopped by its PID.
 """
@@ -27,6 +28,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import threading
@@ -68,40 +70,29 @@ async def main():
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-# The same floor in C (compiled when a C compiler is found; same arguments): what these
-# system calls cost any implementation here, with no interpreter waking up around them.
-FLOOR_C = r"""
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <time.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-    static char buf[65536], payload[861];
-    int fds[64], n = 0, sock = -1, port = atoi(argv[2]);
-    for (char *f = strtok(argv[1], ","); f && n < 64; f = strtok(NULL, ","))
-        fds[n++] = open(f, O_RDONLY);
-    int proc = open("/proc", O_RDONLY | O_DIRECTORY);
-    if (port) {
-        struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port),
-                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        sock = socket(AF_INET, SOCK_STREAM, 0);
-        if (connect(sock, (struct sockaddr *)&to, sizeof to)) return 1;
-    }
-    struct statvfs fs; struct stat st; struct timespec due;
-    clock_gettime(CLOCK_MONOTONIC, &due);
-    for (;;) {
-        due.tv_sec++;
-        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
-        for (int i = 0; i < n; i++) pread(fds[i], buf, sizeof buf, 0);
-        if (n) { statvfs("/", &fs); fstat(proc, &st); }
-        if (sock >= 0) send(sock, payload, sizeof payload, 0);
-    }
-}
+# The same floor in C, and a prototype of a sampler in C called from the same asyncio timer
+# (tests/bench/floors/; compiled when a C compiler is found): what these system calls cost
+# with no interpreter around them, and what the agent would cost with its per-second
+# Python work in C.
+FLOORS_C = Path(__file__).resolve().parent / "floors"
+SAMPLER_DRIVER = """
+import asyncio, gc, sys
+sys.path.insert(0, sys.argv[3])
+import sampler
+async def main():
+    loop = asyncio.get_running_loop()
+    sampler.open([f for f in sys.argv[1].split(",") if f])
+    transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", int(sys.argv[2]))
+    due = loop.time()
+    def tick():
+        nonlocal due
+        transport.write(sampler.sample())
+        due += 1.0
+        loop.call_at(due, tick)
+    loop.call_soon(tick)
+    gc.freeze()
+    await asyncio.Event().wait()
+asyncio.run(main())
 """
 AGENT_FILES = ["/proc/stat", "/proc/loadavg", "/proc/meminfo", "/proc/net/dev",
                "/proc/net/sockstat", "/proc/net/sockstat6"]
@@ -150,10 +141,18 @@ def floors(work: Path, reads: str, port: int) -> dict[str, list[str]]:
     if cc is None:
         print("no C compiler: the C floors are left out")
         return found
-    (work / "floor.c").write_text(FLOOR_C)
-    subprocess.run([cc, "-O2", "-o", str(work / "floor"), str(work / "floor.c")], check=True)
+    subprocess.run([cc, "-O2", "-o", str(work / "floor"), str(FLOORS_C / "floor.c")], check=True)
     found["C floor: wake-up"] = [str(work / "floor"), "", "0"]
     found["C floor: + reads + a send"] = [str(work / "floor"), reads, str(port)]
+    headers = sysconfig.get_paths()["include"]
+    if not (Path(headers) / "Python.h").exists():
+        print(f"no Python.h in {headers}: the C sampler prototype is left out")
+        return found
+    module = work / f"sampler{sysconfig.get_config_var('EXT_SUFFIX')}"
+    subprocess.run([cc, "-O2", "-shared", "-fPIC", f"-I{headers}", "-o", str(module),
+                    str(FLOORS_C / "sampler.c")], check=True)
+    found["C sampler, asyncio timer"] = [sys.executable, "-c", SAMPLER_DRIVER, reads, str(port),
+                                         str(work)]
     return found
 
 
