@@ -10,13 +10,13 @@ next), so a before/after comparison is only fair when both run at once. This
 starts one ``beeyard-server``, enrolls two agents through the API, runs the
 working tree's agent and ``git archive REV agent/src`` (imported first through
 ``sys.path``) at the default 1 s interval, out of phase (so that one's sample
-never warms the caches for the other's), plus floor processes that wake once a
-second and do only that, or also make the agent's reads, or the reads and a
-sample-sized send over loopback: in Python on an asyncio timer as the agent does,
-and the first and last again in C, plus a prototype sampler written in C and called
-from the same asyncio timer, when a C compiler is found), and prints each
-one's CPU per second from ``/proc/PID/schedstat`` (nanoseconds) over SECONDS
-(default 300) after a 15 s warm-up. Every process started here is stopped by its PID.
+never warms the caches for the other's). Beside them run floor processes that wake
+once a second and do only that, or also make the agent's reads, or the reads and a
+sample-sized send over loopback, in Python on an asyncio timer as the agent does;
+when a C compiler is found, the first and the last again in C, and a prototype
+sampler written in C and called from the same asyncio timer. It prints each one's
+CPU per second from ``/proc/PID/schedstat`` (nanoseconds) over SECONDS (default
+300) after a 15 s warm-up. Every process started here is stopped by its PID.
 """
 
 from __future__ import annotations
