@@ -44,10 +44,18 @@ WARMUP = 15.0
 # makes the agent's system calls (argv[1]: the files it re-reads with one pread each, plus
 # a statvfs of / and an fstat of /proc) and sends a sample-sized message over loopback TCP
 # (argv[2]: the port of a sink that reads it; 0 for none), but parses and builds nothing.
+# With argv[3], the directory of the C sampler prototype (floors/sampler.c), each tick
+# instead sends what its sample() returns: the same reads, parsed, packed and framed in C.
 FLOOR = """
-import asyncio, os, sys
+import asyncio, gc, os, sys
 files = [f for f in sys.argv[1].split(",") if f]
 port = int(sys.argv[2])
+sampler = None
+if len(sys.argv) > 3:
+    sys.path.insert(0, sys.argv[3])
+    import sampler
+    sampler.open(files)
+    files = []
 async def main():
     loop = asyncio.get_running_loop()
     fds = [os.open(f, os.O_RDONLY) for f in files]
@@ -63,37 +71,18 @@ async def main():
             os.statvfs("/")
             os.fstat(proc)
         if writer is not None:
-            writer.write(payload)
+            writer.write(sampler.sample() if sampler is not None else payload)
         due += 1.0
         loop.call_at(due, tick)
     loop.call_soon(tick)
+    gc.freeze()  # as the agent does after start-up
     await asyncio.Event().wait()
 asyncio.run(main())
 """
-# The same floor in C, and a prototype of a sampler in C called from the same asyncio timer
-# (tests/bench/floors/; compiled when a C compiler is found): what these system calls cost
-# with no interpreter around them, and what the agent would cost with its per-second
-# Python work in C.
+# The same floor in C, and the C sampler prototype (tests/bench/floors/; compiled when a C
+# compiler is found): what these system calls cost with no interpreter around them, and
+# what the agent would cost with its per-second Python work in C.
 FLOORS_C = Path(__file__).resolve().parent / "floors"
-SAMPLER_DRIVER = """
-import asyncio, gc, sys
-sys.path.insert(0, sys.argv[3])
-import sampler
-async def main():
-    loop = asyncio.get_running_loop()
-    sampler.open([f for f in sys.argv[1].split(",") if f])
-    transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", int(sys.argv[2]))
-    due = loop.time()
-    def tick():
-        nonlocal due
-        transport.write(sampler.sample())
-        due += 1.0
-        loop.call_at(due, tick)
-    loop.call_soon(tick)
-    gc.freeze()
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
 AGENT_FILES = ["/proc/stat", "/proc/loadavg", "/proc/meminfo", "/proc/net/dev",
                "/proc/net/sockstat", "/proc/net/sockstat6"]
 LAUNCHER = """import sys
@@ -151,7 +140,7 @@ def floors(work: Path, reads: str, port: int) -> dict[str, list[str]]:
     module = work / f"sampler{sysconfig.get_config_var('EXT_SUFFIX')}"
     subprocess.run([cc, "-O2", "-shared", "-fPIC", f"-I{headers}", "-o", str(module),
                     str(FLOORS_C / "sampler.c")], check=True)
-    found["C sampler, asyncio timer"] = [sys.executable, "-c", SAMPLER_DRIVER, reads, str(port),
+    found["C sampler, asyncio timer"] = [sys.executable, "-c", FLOOR, reads, str(port),
                                          str(work)]
     return found
 
