@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from beeyard.agent.collectors import Reading
+from beeyard.agent.collectors import Reading, Sample
+from beeyard.agent.sampling import row
 from beeyard.agent.summary import MinuteAggregator, merge
 from beeyard.shared import wire
 from beeyard.shared.frames import SUMMARY_NAMES
@@ -29,12 +30,14 @@ BASE: dict[str, Any] = {
 }
 
 
-def reading(ts: float, cpu: float, rx_delta: float = 0.0, **local: float) -> Reading:
+def reading(ts: float, cpu: float, rx_delta: float = 0.0, gpus: list[dict[str, Any]] | None = None,
+            **local: float) -> Sample:
+    """A sample as the Python sampler makes it (its row from ``sampling.row``)."""
     metrics = copy.deepcopy(BASE)
     metrics["cpu"] = cpu
-    extra = {"disk_read_bps": 1.0, "disk_write_bps": 2.0, "net_rx_delta": rx_delta,
-             "net_tx_delta": rx_delta / 2, **local}
-    return Reading(ts, metrics, extra)
+    metrics["gpus"] = gpus or []
+    extra = {"disk_read_bps": 1.0, "disk_write_bps": 2.0, **local}
+    return Sample(ts, b"", row(Reading(ts, metrics, extra)), rx_delta, rx_delta / 2)
 
 
 def test_one_summary_per_wall_clock_minute() -> None:
@@ -77,13 +80,12 @@ def test_minute_boundaries_and_a_clock_stepped_back() -> None:
 
 
 def test_every_summary_name_is_produced_when_data_exists() -> None:
-    r = reading(1_700_000_040.0, 5.0, temperature_max=40.0)
-    r.metrics["gpus"] = [
+    r = reading(1_700_000_040.0, 5.0, temperature_max=40.0, gpus=[
         {"index": 0, "name": "A", "utilization": 50.0, "memory_used": 10.0,
          "memory_total": 100.0},
         {"index": 1, "name": "B", "utilization": 100.0, "memory_used": 30.0,
          "memory_total": 100.0},
-    ]
+    ])
     agg = MinuteAggregator()
     agg.add(r)
     done = agg.flush()

@@ -18,11 +18,9 @@ import logging
 import signal
 from typing import Any
 
-import msgpack
-
-from beeyard.agent.collectors import Sampler
 from beeyard.agent.config import AgentConfig
 from beeyard.agent.link import Fatal, Link
+from beeyard.agent.sampling import Sampling
 from beeyard.agent.spool import Spool
 from beeyard.agent.summary import MinuteAggregator
 from beeyard.shared import wire
@@ -34,25 +32,6 @@ EXIT_REFUSED = 3  # the server refused this agent for good; a restart will not h
 CHECK_EVERY = 60  # samples: one in this many is checked against the schema before sending
 
 
-def pack_sample(body: dict[str, Any]) -> bytes | None:
-    """The ``sample`` frame packed without the schema check, in the same layout as
-    ``wire.encode`` (``{"t": type, "b": body}``), or None when over ``MAX_FRAME``.
-
-    Why: checking a sample against its schema costs ~0.18 ms of CPU at one
-    sample a second — a third of the agent's budget — to re-prove what the
-    collectors already guarantee (values clamped to their bounds, names cut to
-    their lengths, row counts capped). So one sample a minute, and the first,
-    go through ``wire.encode``; once any fails, every later sample is checked
-    and none that fails is sent. The server checks every frame regardless.
-    """
-    data: bytes = _packer.pack({"t": "sample", "b": body})
-    return data if len(data) <= wire.MAX_FRAME else None
-
-
-# One packer for the process: ``msgpack.packb`` builds a new Packer on every call.
-_packer = msgpack.Packer(use_bin_type=True)
-
-
 class Agent:
     def __init__(self, config: AgentConfig, host: dict[str, Any], spool: Spool) -> None:
         self.config = config
@@ -60,7 +39,7 @@ class Agent:
         self.spool_changed = asyncio.Event()
         self.link = Link(config, host, spool, self.spool_changed)
         self.aggregator = MinuteAggregator()
-        self.sampler = Sampler()
+        self.sampler = Sampling()
         self.stop = asyncio.Event()
         self.samples = 0
         self._check_all = False
@@ -81,28 +60,34 @@ class Agent:
 
     def tick(self) -> None:
         """One sample: collect, fold into the minute, send live if connected."""
-        reading = self.sampler.sample()
+        sample = self.sampler.sample()
+        if sample is None:  # the C sampler just gave up: this interval has no sample
+            return
         self.samples += 1
-        done = self.aggregator.add(reading)
+        done = self.aggregator.add(sample)
         if done is not None:  # once a minute
             self._store(done)
         if self.link.ws is None:
             return
-        body = {"ts": reading.ts, "metrics": reading.metrics}
-        data: bytes | None
+        data = sample.frame
         if self._check_all or self.samples % CHECK_EVERY == 1:
+            # Checking every sample against its schema would cost ~0.18 ms of CPU a second,
+            # a third of the agent's budget, to re-prove what the samplers guarantee (values
+            # clamped to their bounds, names cut to their lengths, row counts capped). So the
+            # first sample and one a minute are checked; the server checks every frame anyway.
             try:
-                data = wire.encode("sample", body)
+                wire.decode(data)
             except wire.WireError as exc:  # our bug: say so once, keep summarising
-                if not self._check_all:
+                log.error("a sample failed its own schema and was not sent: %s", exc)
+                if self.sampler.native:
+                    self.sampler.give_up(f"its sample failed the schema check: {exc}")
+                elif not self._check_all:
                     self._check_all = True
-                    log.error("a sample failed its own schema and was not sent: %s "
-                              "(from now on every sample is checked)", exc)
+                    log.error("from now on every sample is checked")
                 return
-        else:
-            data = pack_sample(body)
-        if data is not None:
-            self.link.send_live(data)
+        elif len(data) > wire.MAX_FRAME:
+            return
+        self.link.send_live(data)
 
     def _on_tick(self) -> None:
         """The sampling clock: a plain timer callback, not a task, because at one

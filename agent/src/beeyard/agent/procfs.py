@@ -85,6 +85,16 @@ class ProcFile:
             return None
         return data if len(chunks) == 1 else b"".join(chunks)
 
+    def fileno(self) -> int:
+        """The descriptor, opened if need be; -1 when the file cannot be opened.
+        For the C sampler, which preads it; the file stays this object's to close."""
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return -1
+        return self._fd
+
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None

@@ -15,41 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from beeyard.agent.collectors import Reading
+from beeyard.agent.collectors import Sample
 from beeyard.shared.frames import SUMMARY_NAMES
 
 _LIMIT = 1e18  # the bound of an aggregate value on the wire
-
-
-def row(reading: Reading) -> tuple[float | None, ...]:
-    """The SUMMARY_NAMES values of one reading, in that order; None where a name has no
-    data (no filesystem, no sensor, no GPU)."""
-    m = reading.metrics
-    local = reading.local
-    load = m["load"]
-    memory = m["memory"]
-    net = m["net_total"]
-    connections = m["connections"]
-    disk = None
-    fs = m.get("filesystems")
-    if fs:
-        used = free = 0.0
-        for f in fs:
-            used += f["used"]
-            free += f["free"]
-        if used + free > 0:
-            disk = 100.0 * used / (used + free)
-    gpu_utilization = gpu_memory = None
-    gpus = m.get("gpus")
-    if gpus:
-        gpu_utilization = sum(g["utilization"] for g in gpus) / len(gpus)
-        gpu_memory = sum(g["memory_used"] for g in gpus)
-    return (
-        m["cpu"], load[0], load[1], load[2], memory["used"], memory["percent"],
-        m["swap"]["used"], disk, local.get("disk_read_bps"), local.get("disk_write_bps"),
-        net["rx_bps"], net["tx_bps"], float(connections["tcp"]), float(connections["udp"]),
-        float(m["processes"]), local.get("temperature_max"), gpu_utilization, gpu_memory,
-    )
 
 
 def _clamp(value: float) -> float:
@@ -60,9 +29,9 @@ _MAX_ROWS = 3600  # a minute's rows; more only if the wall clock stood still
 
 
 class MinuteAggregator:
-    """Feed readings in time order; ``add`` returns a finished minute's summary body.
+    """Feed samples in time order; ``add`` returns a finished minute's summary body.
 
-    A sample adds one tuple (``row``) to the minute's list; avg/min/max are worked
+    A sample adds its row (the SUMMARY_NAMES values) to the minute's list; avg/min/max are worked
     out once, when the minute closes. Updating eighteen running accumulators on
     every sample instead was a loop of dict look-ups and comparisons that, at one
     cold sample a second, cost the agent more than building the tuple."""
@@ -74,16 +43,15 @@ class MinuteAggregator:
         self._rx = 0.0
         self._tx = 0.0
 
-    def add(self, reading: Reading) -> dict[str, Any] | None:
-        minute = int(reading.ts // 60) * 60  # the wall-clock minute it falls in
+    def add(self, sample: Sample) -> dict[str, Any] | None:
+        minute = int(sample.ts // 60) * 60  # the wall-clock minute it falls in
         done = self.flush() if self._minute is not None and minute != self._minute else None
         self._minute = minute
         self._samples += 1
         if len(self._rows) < _MAX_ROWS:
-            self._rows.append(row(reading))
-        local = reading.local
-        self._rx += local.get("net_rx_delta", 0.0)
-        self._tx += local.get("net_tx_delta", 0.0)
+            self._rows.append(sample.row)
+        self._rx += sample.net_rx
+        self._tx += sample.net_tx
         return done
 
     def flush(self) -> dict[str, Any] | None:

@@ -30,7 +30,17 @@ class Collector(Protocol):
     def collect(self, metrics: dict[str, Any], now: float) -> None: ...
 
 
-def default_collectors() -> list[Collector]:
+class Paths(NamedTuple):
+    """Where the collectors read the host: /proc and /sys, or a copy of them in tests,
+    so that the Python collectors and the C sampler can be fed the same files."""
+
+    proc: str = "/proc"
+    sys: str = "/sys"
+
+
+HOST = Paths()  # this host's own
+
+def default_collectors(paths: Paths = HOST) -> list[Collector]:
     """Every collector this host supports. Imports stay here so a caller that only
     needs host facts does not pay for them."""
     from beeyard.agent.collectors import (
@@ -46,17 +56,18 @@ def default_collectors() -> list[Collector]:
         temperatures,
     )
 
+    proc, sys = paths
     found: list[Collector] = [
-        cpu.CpuCollector(),
-        load.LoadCollector(),
-        memory.MemoryCollector(),
-        filesystems.FilesystemCollector(),
-        diskio.DiskIOCollector(),
-        network.NetworkCollector(),
-        connections.ConnectionsCollector(),
-        processes.ProcessesCollector(),
+        cpu.CpuCollector(f"{proc}/stat"),
+        load.LoadCollector(f"{proc}/loadavg"),
+        memory.MemoryCollector(f"{proc}/meminfo"),
+        filesystems.FilesystemCollector(f"{proc}/self/mounts"),
+        diskio.DiskIOCollector(f"{proc}/diskstats", f"{sys}/block"),
+        network.NetworkCollector(f"{proc}/net/dev", f"{sys}/devices/virtual/net"),
+        connections.ConnectionsCollector(f"{proc}/net"),
+        processes.ProcessesCollector(proc),
         processes.UptimeCollector(),
-        temperatures.TemperatureCollector(),
+        temperatures.TemperatureCollector(f"{sys}/class"),
     ]
     nvidia = gpu.GpuCollector.create()
     if nvidia is not None:
@@ -74,6 +85,17 @@ class Reading(NamedTuple):
     local: dict[str, float]
 
 
+class Sample(NamedTuple):
+    """One sample as the daemon uses it, from either sampler (``beeyard.agent.sampling``):
+    the packed ``sample`` frame to send and what the minute summary keeps of it."""
+
+    ts: float
+    frame: bytes  # {"t": "sample", "b": {"ts", "metrics"}} packed as wire.encode lays it out
+    row: tuple[float | None, ...]  # the SUMMARY_NAMES values, None where there is no data
+    net_rx: float  # bytes the counted interfaces received since the previous sample
+    net_tx: float
+
+
 class Sampler:
     """Runs the collectors into one ``metrics`` map that the ``sample`` frame accepts."""
 
@@ -81,9 +103,10 @@ class Sampler:
         self.collectors = default_collectors() if collectors is None else collectors
         self._failing: set[str] = set()
 
-    def sample(self) -> Reading:
-        ts = time.time()
-        now = time.monotonic()
+    def sample(self, ts: float | None = None, now: float | None = None) -> Reading:
+        """``ts``, ``now``: the wall and monotonic clocks, read here unless given (tests)."""
+        ts = time.time() if ts is None else ts
+        now = time.monotonic() if now is None else now
         metrics: dict[str, Any] = {}
         for collector in self.collectors:
             try:

@@ -73,6 +73,18 @@ def whole_devices(sys_block: str = "/sys/block") -> tuple[set[str], set[str]]:
     return report, physical
 
 
+def open_stats(sys_block: str, devices: set[str]) -> list[tuple[str, ProcFile]] | None:
+    """Each device's ``stat`` file, open, in name order; None when any cannot be read
+    (then /proc/diskstats is the source)."""
+    stats = [(name, ProcFile(os.path.join(sys_block, name, "stat"), size=512))
+             for name in sorted(devices)[:1024]]
+    if all(file.read() for _, file in stats):
+        return stats
+    for _, file in stats:
+        file.close()
+    return None
+
+
 class DiskIOCollector:
     name = "disks"
     fallback: ClassVar[dict[str, Any]] = {
@@ -95,14 +107,7 @@ class DiskIOCollector:
         self._devices, self._physical = whole_devices(self._sys_block)
         for _, old in self._stats or ():
             old.close()
-        stats = [(name, ProcFile(os.path.join(self._sys_block, name, "stat"), size=512))
-                 for name in sorted(self._devices)[:1024]]
-        if all(file.read() for _, file in stats):
-            self._stats = stats
-        else:
-            for _, file in stats:
-                file.close()
-            self._stats = None
+        self._stats = open_stats(self._sys_block, self._devices)
 
     def _read(self, now: float) -> dict[str, list[float]]:
         """Rates per device, in name order."""

@@ -112,13 +112,13 @@ def usage(m: Mount) -> dict[str, Any] | None:
     return row
 
 
-class FilesystemCollector:
-    name = "filesystems"
-    fallback: ClassVar[dict[str, Any]] = {"filesystems": []}
+class MountWatch:
+    """The real filesystems of the mount table, re-read only when it changed (see the
+    module's docstring). Shared by FilesystemCollector and the C sampler's set-up."""
 
     def __init__(self, path: str = "/proc/self/mounts") -> None:
         self._path = path
-        self._mounts: list[Mount] = []
+        self.mounts: list[Mount] = []
         self._read_at = float("-inf")
         self._polled_at = float("-inf")
         self._poll: select.poll | None = None
@@ -138,18 +138,29 @@ class FilesystemCollector:
         self._polled_at = now
         return bool(self._poll.poll(0))
 
-    def _reload(self, now: float) -> None:
+    def refresh(self, now: float) -> bool:
+        """Re-read the table if it may have changed; True when ``mounts`` was re-read."""
+        if not self._changed(now):
+            return False
         if self._poll is not None:
             self._poll.poll(0)  # consume the change event before reading
         with open(self._path, encoding="utf-8", errors="replace") as f:
-            self._mounts = real_filesystems(parse_mounts(f.read()))
+            self.mounts = real_filesystems(parse_mounts(f.read()))[:1024]
         self._read_at = now
+        return True
+
+
+class FilesystemCollector:
+    name = "filesystems"
+    fallback: ClassVar[dict[str, Any]] = {"filesystems": []}
+
+    def __init__(self, path: str = "/proc/self/mounts") -> None:
+        self._watch = MountWatch(path)
 
     def collect(self, metrics: dict[str, Any], now: float) -> None:
-        if self._changed(now):
-            self._reload(now)
+        self._watch.refresh(now)
         rows = []
-        for m in self._mounts[:1024]:
+        for m in self._watch.mounts:
             row = usage(m)
             if row is not None:
                 rows.append(row)

@@ -1,0 +1,128 @@
+"""The C sampler's Python half: the rare decisions, and the call each second.
+
+``_native.Sampler`` (``_native.c``) does each second's reads, parsing, rates and
+packing in one call, because in Python that work alone costs more CPU than the
+agent's budget (docs/benchmarks.md). What changes rarely stays here and reuses
+the Python collectors' own code: which filesystems (``MountWatch``), disks
+(``whole_devices``, ``open_stats``) and sensors (``discover``) to read, each
+row's packed name, and the process count and uptime, which take one system call
+or none. Every file descriptor the C code reads is opened and closed here, and
+a replaced one is closed only after the C side has been given the new list.
+
+``NativeSampler`` raises ``OSError`` or ``ValueError`` from its constructor or
+``sample`` when this host needs something only the Python collectors do (no
+``/sys/block/X/stat`` to read, an unreadable sockstat, a /proc it cannot parse);
+``beeyard.agent.sampling`` then samples with those instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any
+
+import msgpack
+
+from beeyard.agent.collectors import (
+    HOST,
+    Paths,
+    Sample,
+    diskio,
+    filesystems,
+    processes,
+    temperatures,
+)
+from beeyard.agent.procfs import ProcFile
+
+_DISKS_EVERY = 60.0  # as DiskIOCollector
+_SENSORS_EVERY = 600.0  # as TemperatureCollector
+
+
+def _packed(**fields: str) -> bytes:
+    """Keys and values packed one after another: the start of a row's map, which the
+    C code completes with its numbers."""
+    return b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in fields.items())
+
+
+class NativeSampler:
+    def __init__(self, paths: Paths = HOST) -> None:
+        from beeyard.agent.collectors import _native  # ImportError: not built here
+
+        proc, sys = paths
+        self._files = [ProcFile(f"{proc}/stat"), ProcFile(f"{proc}/loadavg", size=256),
+                       ProcFile(f"{proc}/meminfo"), ProcFile(f"{proc}/net/dev"),
+                       ProcFile(f"{proc}/net/sockstat"), ProcFile(f"{proc}/net/sockstat6")]
+        fds = [file.fileno() for file in self._files]
+        self._virtual_net = -1
+        try:
+            for file, fd in zip(self._files[:5], fds, strict=False):  # sockstat6: IPv6 may be off
+                if fd < 0:
+                    raise OSError(f"cannot open {file.path}")
+            with contextlib.suppress(OSError):  # no such directory: every interface is physical
+                self._virtual_net = os.open(f"{sys}/devices/virtual/net",
+                                            os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            now = time.monotonic()
+            self._c = _native.Sampler(fds[0], fds[1], fds[2], fds[3], fds[4], fds[5],
+                                      self._virtual_net, now)
+            self._mounts = filesystems.MountWatch(f"{proc}/self/mounts")
+            self._sys_block = f"{sys}/block"
+            self._sys_class = f"{sys}/class"
+            self._disks: list[tuple[str, ProcFile]] = []
+            self._sensors: list[ProcFile] = []
+            self._disks_at = self._sensors_at = float("-inf")
+            self._processes = processes.ProcessesCollector(proc)
+            self._uptime = processes.UptimeCollector()
+            self._local: dict[str, Any] = {}
+            self._plan(now, first=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _plan(self, now: float, first: bool = False) -> None:
+        """Tell the C side what to read, where that may have changed."""
+        if self._mounts.refresh(now):
+            self._c.set_filesystems([
+                (_packed(mount=m.mount[:4096], type=m.type[:64], device=m.device[:4096]),
+                 os.fsencode(m.mount))
+                for m in self._mounts.mounts])
+        if now - self._disks_at >= _DISKS_EVERY:
+            self._disks_at = now
+            report, physical = diskio.whole_devices(self._sys_block)
+            stats = diskio.open_stats(self._sys_block, report)
+            if stats is None:
+                raise OSError(f"a device's stat file under {self._sys_block} cannot be read")
+            self._c.set_disks([(name.encode(), _packed(device=name[:255]), file.fileno(),
+                                name in physical) for name, file in stats],
+                              now if first else None)
+            for _, old in self._disks:
+                old.close()
+            self._disks = stats
+        if now - self._sensors_at >= _SENSORS_EVERY:
+            self._sensors_at = now
+            found = [(s.label, ProcFile(s.path, size=64))
+                     for s in temperatures.discover(self._sys_class)[:256]]
+            self._c.set_sensors([(_packed(label=label), file.fileno())
+                                 for label, file in found if file.fileno() >= 0])
+            for old in self._sensors:
+                old.close()
+            self._sensors = [file for _, file in found]
+
+    def sample(self, ts: float | None = None, now: float | None = None) -> Sample:
+        ts = time.time() if ts is None else ts
+        now = time.monotonic() if now is None else now
+        self._plan(now)
+        local = self._local
+        self._processes.collect(local, now)
+        self._uptime.collect(local, now)
+        frame, row, rx, tx = self._c.sample(ts, now, local["processes"], local["uptime"])
+        return Sample(ts, frame, row, rx, tx)
+
+    def close(self) -> None:
+        """Close every file; the sampler is not to be used after this."""
+        for file in self._files + [f for _, f in getattr(self, "_disks", ())] + getattr(
+                self, "_sensors", []):
+            file.close()
+        if self._virtual_net >= 0:
+            os.close(self._virtual_net)
+            self._virtual_net = -1
