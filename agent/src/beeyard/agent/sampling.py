@@ -120,6 +120,7 @@ class Sampling:
             return
         log.warning("the C sampler stopped (%s); sampling with the Python collectors "
                     "from now on", reason)
+        python = PythonSampler(default_collectors(self.paths))
         self.current.close()
-        self.current = PythonSampler(default_collectors(self.paths))
+        self.current = python
         self.native = False

@@ -8,8 +8,8 @@
    the kernel's text straight into msgpack, with no Python object per value.
 
    What it is not: a second set of collectors. Everything that is decided rarely stays in
-   Python (beeyard.agent.native): which filesystems, disks and sensors count, the packed
-   names of those rows, the process count and the uptime. This file only does, every
+   Python (collectors/native.py): which filesystems, disks and sensors count, the packed
+   names of those rows, and the constants behind the process count and the uptime. This file only does, every
    second, what the Python collectors do every second, by the same rules and in the same
    order, so that both give equal values from equal inputs (tests/agent/test_native.py
    checks that value for value). Python owns every file descriptor; this code only
@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -220,6 +221,10 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     int stat_fd, loadavg_fd, meminfo_fd, net_dev_fd, sockstat_fd, sockstat6_fd, virtual_net_fd;
+    int proc_fd;         /* /proc: its link count is the process count plus ``offset`` */
+    int has_offset;
+    int64_t offset;
+    double boot;         /* unix time of boot, for the uptime */
     uint64_t samples;
     Cpu *cpus;
     size_t ncpus;
@@ -762,15 +767,16 @@ static void Sampler_dealloc(Sampler *s) {
 
 static int Sampler_init(Sampler *s, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"stat", "loadavg", "meminfo", "net_dev", "sockstat", "sockstat6",
-                            "virtual_net", "now", NULL};
+                            "virtual_net", "proc", "boot", "now", NULL};
     double now;
     if (s->ready) {
         PyErr_SetString(PyExc_RuntimeError, "a Sampler is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iiiiiiid:Sampler", names, &s->stat_fd,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iiiiiiiidd:Sampler", names, &s->stat_fd,
                                      &s->loadavg_fd, &s->meminfo_fd, &s->net_dev_fd,
-                                     &s->sockstat_fd, &s->sockstat6_fd, &s->virtual_net_fd, &now))
+                                     &s->sockstat_fd, &s->sockstat6_fd, &s->virtual_net_fd,
+                                     &s->proc_fd, &s->boot, &now))
         return -1;
     s->net_at = now;
     s->disks_at = NAN;
@@ -886,14 +892,41 @@ static PyObject *float_or_none(int present, double value) {
     Py_RETURN_NONE;
 }
 
-/* sample(ts, now, processes, uptime) -> (frame, row, net_rx_moved, net_tx_moved) */
+/* set_process_offset(offset: int | None): None while the processes are counted by listing */
+static PyObject *Sampler_set_process_offset(Sampler *s, PyObject *offset) {
+    if (offset == Py_None) {
+        s->has_offset = 0;
+        Py_RETURN_NONE;
+    }
+    long long value = PyLong_AsLongLong(offset);
+    if (value == -1 && PyErr_Occurred()) return NULL;
+    s->offset = value;
+    s->has_offset = 1;
+    Py_RETURN_NONE;
+}
+
+/* sample(ts, now, listed) -> (frame, row, net_rx_moved, net_tx_moved). ``listed``: the
+   process count where it is counted by listing /proc, else -1 (from /proc's link count). */
 static PyObject *Sampler_sample(Sampler *s, PyObject *const *args, Py_ssize_t nargs) {
     if (!s->ready) return PyErr_Format(PyExc_RuntimeError, "Sampler.__init__ has not run");
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "sample(ts, now, processes, uptime)");
+    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "sample(ts, now, listed)");
     double ts = PyFloat_AsDouble(args[0]), now = PyFloat_AsDouble(args[1]);
-    unsigned long long processes = PyLong_AsUnsignedLongLong(args[2]);
-    double uptime = PyFloat_AsDouble(args[3]);
+    long long listed = PyLong_AsLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
+    uint64_t processes;
+    if (listed >= 0) {
+        processes = (uint64_t)listed;
+    } else {
+        struct stat st;
+        if (!s->has_offset) return PyErr_Format(PyExc_ValueError, "no process offset set");
+        if (fstat(s->proc_fd, &st) != 0) {
+            cannot_read("/proc");
+            return NULL;
+        }
+        int64_t count = (int64_t)st.st_nlink - s->offset;
+        processes = count > 0 ? (uint64_t)count : 0;
+    }
+    double uptime = ts - s->boot > 0.0 ? ts - s->boot : 0.0;
     Buf *out = &s->out;
     out->len = 0;
     double cpu, load[3], mem_used, mem_percent, swap_used, disk_percent, disk_io[2], net[4],
@@ -923,7 +956,9 @@ static PyObject *Sampler_sample(Sampler *s, PyObject *const *args, Py_ssize_t na
 
 static PyMethodDef Sampler_methods[] = {
     {"sample", (PyCFunction)(void (*)(void))Sampler_sample, METH_FASTCALL,
-     "sample(ts, now, processes, uptime) -> (frame, row, net_rx_moved, net_tx_moved)"},
+     "sample(ts, now, listed) -> (frame, row, net_rx_moved, net_tx_moved)"},
+    {"set_process_offset", (PyCFunction)Sampler_set_process_offset, METH_O,
+     "set_process_offset(offset): /proc's link count minus the process count, or None"},
     {"set_disks", (PyCFunction)Sampler_set_disks, METH_VARARGS,
      "set_disks([(name, packed, fd, physical), ...], first): the devices to read"},
     {"set_filesystems", (PyCFunction)Sampler_set_filesystems, METH_O,

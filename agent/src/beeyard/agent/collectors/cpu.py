@@ -8,6 +8,7 @@ already inside user time and is not added again.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 from beeyard.agent.procfs import ProcFile
@@ -47,7 +48,10 @@ class CpuCollector:
 
     def __init__(self, path: str = "/proc/stat") -> None:
         self._file = ProcFile(path)
-        self._previous = self._read()
+        self._previous: dict[bytes, tuple[int, int]] = {}
+        # the first reading, for rates; if it fails, collect() raises and its keys fall back
+        with contextlib.suppress(OSError, ValueError):
+            self._previous = self._read()
 
     def _read(self) -> dict[bytes, tuple[int, int]]:
         data = self._file.read()

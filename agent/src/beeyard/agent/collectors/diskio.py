@@ -17,6 +17,7 @@ source when a device has no readable ``stat`` file (an unusual /sys).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any, ClassVar
@@ -100,7 +101,8 @@ class DiskIOCollector:
         self._stats: list[tuple[str, ProcFile]] | None = None
         self._listed_at = float("-inf")
         self._counters = Counters()
-        self._read(time.monotonic())
+        with contextlib.suppress(OSError, ValueError, IndexError):  # as CpuCollector's
+            self._read(time.monotonic())
 
     def _list(self) -> None:
         """Find the devices again (a disk added or removed), and their stat files."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Any
 
 import msgpack
 
@@ -37,6 +36,7 @@ from beeyard.agent.procfs import ProcFile
 
 _DISKS_EVERY = 60.0  # as DiskIOCollector
 _SENSORS_EVERY = 600.0  # as TemperatureCollector
+_PLAN_EVERY = filesystems._POLL_EVERY  # the most often anything above is due
 
 
 def _packed(**fields: str) -> bytes:
@@ -63,24 +63,33 @@ class NativeSampler:
                 self._virtual_net = os.open(f"{sys}/devices/virtual/net",
                                             os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             now = time.monotonic()
+            self._processes = processes.ProcessesCollector(proc)
             self._c = _native.Sampler(fds[0], fds[1], fds[2], fds[3], fds[4], fds[5],
-                                      self._virtual_net, now)
+                                      self._virtual_net, self._processes.fileno(),
+                                      processes.UptimeCollector().boot, now)
+            self._proc = proc
+            self._offset: int | None = None
             self._mounts = filesystems.MountWatch(f"{proc}/self/mounts")
             self._sys_block = f"{sys}/block"
             self._sys_class = f"{sys}/class"
             self._disks: list[tuple[str, ProcFile]] = []
             self._sensors: list[ProcFile] = []
             self._disks_at = self._sensors_at = float("-inf")
-            self._processes = processes.ProcessesCollector(proc)
-            self._uptime = processes.UptimeCollector()
-            self._local: dict[str, Any] = {}
+            self._plan_at = float("-inf")
             self._plan(now, first=True)
         except BaseException:
             self.close()
             raise
 
     def _plan(self, now: float, first: bool = False) -> None:
-        """Tell the C side what to read, where that may have changed."""
+        """Tell the C side what to read, where that may have changed. Asked every
+        ``filesystems._POLL_EVERY`` seconds, not every sample: each Python step here
+        costs several microseconds once a second, cold."""
+        self._plan_at = now
+        offset = self._processes.offset(now)
+        if offset != self._offset or first:
+            self._offset = offset
+            self._c.set_process_offset(offset)
         if self._mounts.refresh(now):
             self._c.set_filesystems([
                 (_packed(mount=m.mount[:4096], type=m.type[:64], device=m.device[:4096]),
@@ -111,11 +120,10 @@ class NativeSampler:
     def sample(self, ts: float | None = None, now: float | None = None) -> Sample:
         ts = time.time() if ts is None else ts
         now = time.monotonic() if now is None else now
-        self._plan(now)
-        local = self._local
-        self._processes.collect(local, now)
-        self._uptime.collect(local, now)
-        frame, row, rx, tx = self._c.sample(ts, now, local["processes"], local["uptime"])
+        if now - self._plan_at >= _PLAN_EVERY or now < self._plan_at:
+            self._plan(now)
+        listed = -1 if self._offset is not None else processes.count_listing(self._proc)
+        frame, row, rx, tx = self._c.sample(ts, now, listed)
         return Sample(ts, frame, row, rx, tx)
 
     def close(self) -> None:

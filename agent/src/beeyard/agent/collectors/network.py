@@ -13,6 +13,7 @@ are summed from per-interface deltas.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import KeysView
@@ -52,7 +53,9 @@ class NetworkCollector:
         self._virtual_dir = virtual_dir
         self._known: frozenset[str] = frozenset()
         self._physical: frozenset[str] = frozenset()
-        self._last: dict[str, tuple[float, ...]] = self._read()
+        self._last: dict[str, tuple[float, ...]] = {}
+        with contextlib.suppress(OSError, ValueError, IndexError):  # as CpuCollector's
+            self._last = self._read()
         self._at = time.monotonic()
 
     def _classify(self, names: KeysView[str]) -> None:

@@ -50,7 +50,13 @@ class ProcessesCollector:
                 return before - listed
         return None  # processes come and go too fast to measure: list every time
 
-    def collect(self, metrics: dict[str, Any], now: float) -> None:
+    def fileno(self) -> int:
+        """/proc, kept open: its link count is the process count plus ``offset``."""
+        return self._fd
+
+    def offset(self, now: float) -> int | None:
+        """The link count's constant, checked again once a minute; None when it proved
+        not to hold here, and the processes are counted by listing /proc."""
         if self._offset is not None and now - self._checked >= _RECHECK:
             self._checked = now
             offset = self._measure_offset()
@@ -58,10 +64,14 @@ class ProcessesCollector:
                 log.info("/proc link count does not follow the process count here "
                          "(a PID namespace?): counting by listing /proc")
                 self._offset = None
-        if self._offset is None:
+        return self._offset
+
+    def collect(self, metrics: dict[str, Any], now: float) -> None:
+        offset = self.offset(now)
+        if offset is None:
             metrics["processes"] = count_listing(self._proc)
         else:
-            metrics["processes"] = max(0, os.fstat(self._fd).st_nlink - self._offset)
+            metrics["processes"] = max(0, os.fstat(self._fd).st_nlink - offset)
 
 
 class UptimeCollector:
@@ -72,7 +82,7 @@ class UptimeCollector:
     fallback: ClassVar[dict[str, Any]] = {"uptime": 0.0}
 
     def __init__(self) -> None:
-        self._boot = float(psutil.boot_time())
+        self.boot = float(psutil.boot_time())
 
     def collect(self, metrics: dict[str, Any], now: float) -> None:
-        metrics["uptime"] = max(0.0, time.time() - self._boot)
+        metrics["uptime"] = max(0.0, time.time() - self.boot)

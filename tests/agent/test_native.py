@@ -1,0 +1,302 @@
+"""The C sampler against the Python collectors, value for value, on the same files.
+
+Both read a small /proc and /sys tree written here (so every edge case can be set up:
+counters going back, interfaces and CPUs coming and going, stacked disks, sensors
+answering garbage), at the same clock readings. Their frames must decode to the same
+metrics and their summary rows must be equal, except for what each reads at its own
+moment (uptime, and the usage of the real filesystem under the tree). Random and
+mangled files must never crash the C code nor make it raise anything but the
+``OSError``/``ValueError`` that hands sampling to the Python collectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import psutil
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.serverproc import REQUIRE_ALL
+
+from beeyard.agent.collectors import Paths, Sample, default_collectors
+from beeyard.agent.sampling import PythonSampler, Sampling
+from beeyard.shared import wire
+
+try:
+    from beeyard.agent.collectors import _native  # noqa: F401
+    from beeyard.agent.collectors.native import NativeSampler
+except ImportError as exc:  # not built: fine on a host without a compiler, not in CI
+    if REQUIRE_ALL:
+        raise RuntimeError(f"the C sampler is not built ({exc}) and BEEYARD_REQUIRE_ALL=1 "
+                           "forbids skipping") from exc
+    pytest.skip(f"the C sampler is not built: {exc}", allow_module_level=True)
+
+
+class FakeHost:
+    """A /proc and /sys tree whose counters the test moves, written in the kernel's formats."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.proc = root / "proc"
+        self.sys = root / "sys"
+        self.cpus: dict[str, list[int]] = {
+            "": [4000, 200, 1500, 80000, 600, 0, 90, 50],
+            "0": [2000, 100, 700, 40000, 300, 0, 45, 25],
+            "1": [2000, 100, 800, 40000, 300, 0, 45, 25],
+        }
+        self.loadavg = "0.52 0.58 0.59 1/467 12345\n"
+        self.meminfo = {"MemTotal": 2048000, "MemFree": 512000, "MemAvailable": 1024000,
+                        "Buffers": 20000, "Cached": 300000, "SwapCached": 7,
+                        "SwapTotal": 1000000, "SwapFree": 750000}
+        self.net: dict[str, tuple[int, int]] = {
+            "lo": (999, 999), "eth0": (1_000_000, 500_000), "veth1": (10_000, 20_000),
+        }
+        self.disks: dict[str, list[int]] = {
+            "vda": [100, 0, 8000, 50, 200, 0, 16000, 70, 0, 120, 150],
+            "dm-0": [10, 0, 800, 5, 20, 0, 1600, 7, 0, 12, 15],
+        }
+        self.sockstat = ("sockets: used 45\nTCP: inuse 13 orphan 0 tw 35 alloc 13 mem 96\n"
+                         "UDP: inuse 4 mem 0\nUDPLITE: inuse 9\nRAW: inuse 0\n")
+        self.sockstat6 = "TCP6: inuse 3\nUDP6: inuse 2\nUDPLITE6: inuse 8\n"
+        self.sensors = {"temp1": "45000\n", "temp2": "51500\n"}
+        self.mounts_dir = root / "data dir"
+        self.mounts_dir.mkdir()
+        for d in ("proc/net", "proc/self", "proc/1", "proc/42", "sys/block/vda",
+                  "sys/block/dm-0/slaves/vda", "sys/block/loop0", "sys/devices/virtual/net/lo",
+                  "sys/devices/virtual/net/veth1", "sys/class/hwmon/hwmon0"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+        (self.sys / "class/hwmon/hwmon0/name").write_text("k10temp\n")
+        (self.sys / "class/hwmon/hwmon0/temp1_label").write_text("Tctl\n")
+        (self.sys / "block/loop0/stat").write_text(" ".join(["1"] * 11) + "\n")
+        self.write_mounts()
+        self.write()
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(str(self.proc), str(self.sys))
+
+    def write_mounts(self, *extra: str) -> None:
+        # a real type on a real directory (statvfs works wherever the tree is), a pseudo
+        # filesystem that must be left out, and a mount path written with an octal escape
+        escaped = str(self.mounts_dir).replace(" ", "\\040")
+        lines = ["proc /proc proc rw 0 0", f"/dev/fake0 {self.root} ext4 rw 0 0",
+                 f"/dev/fake1 {escaped} xfs rw 0 0", *extra]
+        (self.proc / "self/mounts").write_text("\n".join(lines) + "\n")
+
+    def write(self) -> None:
+        cpu = "".join(f"cpu{name} {' '.join(map(str, v))} 0 0\n" for name, v in self.cpus.items())
+        (self.proc / "stat").write_text(cpu + "intr 123 4 5 6\nctxt 99\nbtime 1700000000\n")
+        (self.proc / "loadavg").write_text(self.loadavg)
+        (self.proc / "meminfo").write_text(
+            "".join(f"{k}:{v:>16} kB\n" for k, v in self.meminfo.items()))
+        head = ("Inter-|   Receive                                                |  Transmit\n"
+                " face |bytes    packets errs drop fifo frame compressed multicast|bytes    "
+                "packets errs drop fifo colls carrier compressed\n")
+        rows = "".join(f"{name:>6}: {rx} 1 0 0 0 0 0 0 {tx} 2 0 0 0 0 0 0\n"
+                       for name, (rx, tx) in self.net.items())
+        (self.proc / "net/dev").write_text(head + rows)
+        (self.proc / "net/sockstat").write_text(self.sockstat)
+        (self.proc / "net/sockstat6").write_text(self.sockstat6)
+        for name, fields in self.disks.items():
+            (self.sys / "block" / name).mkdir(parents=True, exist_ok=True)
+            (self.sys / "block" / name / "stat").write_text(
+                " ".join(f"{v:>8}" for v in fields) + "\n")
+        for stem, value in self.sensors.items():
+            (self.sys / "class/hwmon/hwmon0" / f"{stem}_input").write_text(value)
+
+
+def metrics(sample: Sample) -> dict[str, Any]:
+    frame = msgpack.unpackb(sample.frame)
+    assert set(frame) == {"t", "b"} and frame["t"] == "sample"
+    assert frame["b"]["ts"] == sample.ts
+    return frame["b"]["metrics"]  # type: ignore[no-any-return]
+
+
+def assert_same(native: Sample, python: Sample) -> dict[str, Any]:
+    """Equal but for what each reads at its own moment; returns the native metrics."""
+    a, b = metrics(native), metrics(python)
+    assert list(a) == list(b)  # the same keys in the same order
+    # the C sampler's uptime is that of the sample's ts; the Python one reads the clock again
+    assert a.pop("uptime") == max(0.0, native.ts - psutil.boot_time())
+    assert abs(b.pop("uptime") - (time.time() - psutil.boot_time())) < 5
+    for fs in (a["filesystems"], b["filesystems"]):
+        for row in fs:  # a real filesystem: usage may move between the two statvfs calls
+            for key in ("used", "free", "percent", "inodes_used"):
+                row.pop(key, None)
+    assert a == b
+    assert native.row[:7] == python.row[:7] and native.row[8:] == python.row[8:]
+    assert native.row[7] == pytest.approx(python.row[7], abs=0.5)  # disk used %, as above
+    assert (native.net_rx, native.net_tx) == (python.net_rx, python.net_tx)
+    assert wire.decode(native.frame).type == "sample"
+    return metrics(native)
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> FakeHost:
+    return FakeHost(tmp_path)
+
+
+@pytest.fixture
+def pair(host: FakeHost) -> Iterator[tuple[NativeSampler, PythonSampler]]:
+    native = NativeSampler(host.paths)
+    python = PythonSampler(default_collectors(host.paths))
+    yield native, python
+    native.close()
+
+
+def both(pair: tuple[NativeSampler, PythonSampler], ts: float, now: float) -> dict[str, Any]:
+    native, python = pair
+    return assert_same(native.sample(ts, now), python.sample(ts, now))
+
+
+def test_the_same_values_as_the_python_collectors(host: FakeHost, pair: Any) -> None:
+    t0 = time.monotonic()
+    first = both(pair, 1_700_000_000.0, t0 + 1)
+    assert first["cpu_cores"] == [0.0, 0.0]  # nothing moved since the first reading
+    assert [f["mount"] for f in first["filesystems"]] == [str(host.root), str(host.mounts_dir)]
+    assert [d["device"] for d in first["disks"]] == ["dm-0", "vda"]  # loop0 left out
+    assert [n["iface"] for n in first["net"]] == ["eth0", "veth1"]  # lo left out
+    assert first["connections"] == {"tcp": 13 + 3 + 35, "udp": 4 + 2}
+    assert first["temperatures"] == [{"label": "k10temp Tctl", "celsius": 45.0},
+                                     {"label": "k10temp temp2", "celsius": 51.5}]
+    assert first["memory"]["used"] == (2048000 - 1024000) * 1024.0
+
+    # one second: every counter moves
+    for name, v in host.cpus.items():
+        host.cpus[name] = [v[0] + 30, v[1], v[2] + 20, v[3] + 40, v[4] + 10, *v[5:]]
+    host.net["eth0"] = (1_250_000, 600_000)
+    host.net["veth1"] = (15_000, 21_000)
+    host.disks["vda"][2] += 4096
+    host.disks["vda"][6] += 8192
+    host.disks["vda"][0] += 7
+    host.disks["dm-0"][2] += 2048
+    host.loadavg = "1.25 0.75 0.50 2/470 12350\n"
+    host.meminfo["MemAvailable"] = 900000
+    host.sensors["temp1"] = "47250\n"
+    host.write()
+    moved = both(pair, 1_700_000_001.0, t0 + 2)
+    assert moved["cpu"] == 50.0  # 100 ticks, 50 of them idle or iowait
+    assert moved["net_total"]["rx_bps"] == 250_000.0  # eth0 only: veth1 is virtual
+    vda = next(d for d in moved["disks"] if d["device"] == "vda")
+    assert vda["read_bps"] == 4096 * 512.0 and vda["read_iops"] == 7.0
+    still = both(pair, 1_700_000_001.5, t0 + 2.5)  # nothing moved: zero rates
+    assert still["net_total"]["rx_bps"] == 0.0
+
+    # counters going back, an interface gone and one new, a CPU offline, garbage sensor
+    host.cpus.pop("1")
+    host.net.pop("veth1")
+    host.net["eth0"] = (100, 700_000)
+    host.net["wlan0"] = (5, 6)
+    host.disks["vda"][2] -= 100
+    host.sensors["temp2"] = "EIO\n"
+    host.sockstat6 = ""
+    host.write()
+    odd = both(pair, 1_700_000_002.0, t0 + 3)
+    assert len(odd["cpu_cores"]) == 1
+    assert [n["iface"] for n in odd["net"]] == ["eth0", "wlan0"]
+    assert odd["net"][0]["rx_bps"] == 0.0 and odd["net"][0]["tx_bps"] == 100_000 / 0.5
+    assert [t["label"] for t in odd["temperatures"]] == ["k10temp Tctl"]
+
+    # no time passed: zero rates, not a division by zero
+    same_time = both(pair, 1_700_000_002.0, t0 + 3)
+    assert same_time["net_total"]["tx_bps"] == 0.0
+
+    # a minute later the disks are listed again (a new one), five and ten minutes later
+    # the mounts and the sensors
+    host.disks["vdb"] = [1] * 11
+    host.write()
+    later = both(pair, 1_700_000_100.0, t0 + 100)
+    assert [d["device"] for d in later["disks"]] == ["dm-0", "vda", "vdb"]
+    (host.root / "more").mkdir()
+    host.write_mounts(f"/dev/fake2 {host.root / 'more'} btrfs rw 0 0")
+    host.sensors["temp3"] = "30000\n"
+    host.write()
+    much_later = both(pair, 1_700_001_000.0, t0 + 1000)
+    assert len(much_later["filesystems"]) == 3
+    assert len(much_later["temperatures"]) == 2  # temp2 still answers garbage
+
+
+def test_the_summary_row_counts_physical_devices_only(host: FakeHost, pair: Any) -> None:
+    """dm-0 sits on vda (it has a slave): its I/O is vda's again and is not added."""
+    t0 = time.monotonic()
+    both(pair, 1_700_000_000.0, t0 + 1)
+    host.disks["vda"][2] += 10
+    host.disks["dm-0"][2] += 10
+    host.write()
+    native, python = pair
+    sample = native.sample(1_700_000_001.0, t0 + 2)
+    assert_same(sample, python.sample(1_700_000_001.0, t0 + 2))
+    assert sample.row[8] == 10 * 512.0
+
+
+def test_an_unreadable_source_hands_sampling_to_the_python_collectors(
+        host: FakeHost, caplog: pytest.LogCaptureFixture) -> None:
+    sampling = Sampling(host.paths)
+    assert sampling.native
+    assert sampling.sample() is not None
+    (host.proc / "stat").write_text("cpu  this is not a number\n")
+    with caplog.at_level(logging.WARNING, "beeyard.agent.sampling"):
+        assert sampling.sample() is None  # the one interval without a sample
+    assert not sampling.native
+    assert "unexpected content in /proc/stat" in caplog.text
+    assert "Python collectors" in caplog.text
+    host.write()
+    sample = sampling.sample()
+    assert sample is not None and wire.decode(sample.frame).type == "sample"
+
+
+def test_a_host_without_sysfs_disk_stats_is_sampled_in_python(host: FakeHost) -> None:
+    os.chmod(host.sys / "block/vda/stat", 0)
+    if os.access(host.sys / "block/vda/stat", os.R_OK):  # root reads it anyway
+        (host.sys / "block/vda/stat").unlink()
+        (host.sys / "block/vda/stat").mkdir()
+    with pytest.raises(OSError, match="stat file"):
+        NativeSampler(host.paths)
+    assert not Sampling(host.paths).native
+
+
+_SOURCES = ("proc/stat", "proc/loadavg", "proc/meminfo", "proc/net/dev", "proc/net/sockstat",
+            "proc/net/sockstat6", "sys/block/vda/stat", "sys/class/hwmon/hwmon0/temp1_input")
+
+
+def _mangle(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    for at, cut, insert in edits:
+        at %= len(data) + 1
+        data = data[:at] + insert + data[at + cut:]
+    return data
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(source=st.sampled_from(_SOURCES),
+       edits=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 40),
+                                st.binary(max_size=24) | st.sampled_from(
+                                    [b"\n", b" ", b":", b"-", b"99999999999999999999999", b"\0",
+                                     b"cpu", b"\nTCP: inuse ", b" kB", b"\t"])),
+                      max_size=6),
+       noise=st.binary(max_size=600), replace=st.booleans())
+def test_mangled_files_never_crash_the_c_sampler(host: FakeHost, source: str,
+                                                 edits: list[tuple[int, int, bytes]],
+                                                 noise: bytes, replace: bool) -> None:
+    path = host.root / source
+    original = path.read_bytes()
+    native = NativeSampler(host.paths)
+    try:
+        path.write_bytes(noise if replace else _mangle(original, edits))
+        for step in range(2):
+            try:
+                sample = native.sample(1_700_000_000.0 + step, time.monotonic())
+            except (OSError, ValueError):
+                continue  # the hand-over to the Python collectors
+            assert len(metrics(sample)) == 13
+            assert len(sample.row) == 18
+    finally:
+        native.close()
+        path.write_bytes(original)
