@@ -1,13 +1,15 @@
-"""The one thing pyproject.toml cannot say: the optional C sampler.
+"""The one thing pyproject.toml cannot say: the agent's two optional C modules, the
+per-second sampler and the WebSocket frame encoder.
 
 ``optional=True``: where no C compiler or Python headers are found, the agent
-installs without it and samples with its Python collectors (the same values,
-at about twice the CPU; see docs/agent.md, "Resource use")."""
+installs without them and uses its Python code for both (the same values and
+bytes, at more CPU; see docs/agent.md, "Resource use")."""
 
 from setuptools import Extension, setup
 
 setup(ext_modules=[
-    Extension("beeyard.agent.collectors._native",
-              ["src/beeyard/agent/collectors/_native.c"],
+    Extension("beeyard.agent.collectors._native", ["src/beeyard/agent/collectors/_native.c"],
+              optional=True, extra_compile_args=["-O2"]),
+    Extension("beeyard.agent._frame", ["src/beeyard/agent/_frame.c"],
               optional=True, extra_compile_args=["-O2"]),
 ])

@@ -14,6 +14,7 @@ import pytest
 
 from beeyard.agent import websocket
 from beeyard.agent.websocket import ConnectionClosed, HandshakeError, WebSocketError
+from tests.serverproc import REQUIRE_ALL
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -228,3 +229,30 @@ def test_client_frames_parse_back_at_every_length_encoding() -> None:
             key, body = frame[offset:offset + 4], frame[offset + 4:]
             assert len(body) == n
             assert bytes(b ^ key[i % 4] for i, b in enumerate(body)) == payload
+
+
+def test_the_c_frame_encoder_gives_the_python_encoders_bytes() -> None:
+    """_frame.encode (C) and encode_frame_py (the fallback) agree byte for byte at every
+    length encoding and alignment, and encode_frame is the C one where it is built."""
+    try:
+        from beeyard.agent import _frame
+    except ImportError as exc:
+        if REQUIRE_ALL:
+            pytest.fail(f"the C frame encoder is not built ({exc}) and BEEYARD_REQUIRE_ALL=1 "
+                        "forbids skipping")
+        pytest.skip(f"the C frame encoder is not built: {exc}")
+    assert websocket._encode is _frame.encode
+    for n in (0, 1, 3, 4, 7, 8, 9, 125, 126, 127, 1025, 65535, 65536, 70001):
+        payload = bytes((i * 13 + n) % 256 for i in range(n))
+        for key in (b"\x00\x00\x00\x00", b"\x01\x02\x03\x04", b"\xff\x80\x7f\x01"):
+            for opcode, fin in ((websocket.OP_BINARY, True), (websocket.OP_CONT, False),
+                                (websocket.OP_TEXT, True)):
+                first = (0x80 if fin else 0) | opcode
+                assert _frame.encode(first, payload, key) == websocket.encode_frame_py(
+                    opcode, payload, fin=fin, key=key)
+        assert _frame.encode(0x82, memoryview(payload), b"abcd") == _frame.encode(
+            0x82, payload, b"abcd")
+    with pytest.raises(ValueError, match="4 bytes"):
+        _frame.encode(0x82, b"x", b"abc")
+    with pytest.raises(ValueError, match="out of range"):
+        _frame.encode(256, b"x", b"abcd")

@@ -1,0 +1,3 @@
+# The C frame encoder (_frame.c); websocket.encode_frame uses it when it is built.
+
+def encode(first: int, payload: bytes, key: bytes) -> bytes: ...
