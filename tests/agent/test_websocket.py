@@ -11,10 +11,10 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from tests.serverproc import REQUIRE_ALL
 
 from beeyard.agent import websocket
 from beeyard.agent.websocket import ConnectionClosed, HandshakeError, WebSocketError
-from tests.serverproc import REQUIRE_ALL
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
