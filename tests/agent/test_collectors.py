@@ -440,7 +440,7 @@ def test_the_unchecked_sample_packing_decodes_like_encode() -> None:
 
     sampler = PythonSampler()
     time.sleep(0.2)
-    sample = sampler.sample()
-    frame = wire.decode(sample.frame)
+    data, _ = sampler.sample()
+    frame = wire.decode(data)
     assert frame.type == "sample"
     assert wire.decode(wire.encode("sample", frame.body)) == frame

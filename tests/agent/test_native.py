@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.serverproc import REQUIRE_ALL
 
-from beeyard.agent.collectors import Paths, Sample, default_collectors
-from beeyard.agent.sampling import PythonSampler, Sampling
+from beeyard.agent import websocket
+from beeyard.agent.collectors import Paths, default_collectors
+from beeyard.agent.sampling import PythonSampler, fall_back, open_sampler
 from beeyard.shared import wire
 
 try:
@@ -112,30 +113,49 @@ class FakeHost:
             (self.sys / "class/hwmon/hwmon0" / f"{stem}_input").write_text(value)
 
 
-def metrics(sample: Sample) -> dict[str, Any]:
-    frame = msgpack.unpackb(sample.frame)
-    assert set(frame) == {"t", "b"} and frame["t"] == "sample"
-    assert frame["b"]["ts"] == sample.ts
-    return frame["b"]["metrics"]  # type: ignore[no-any-return]
+Summary = dict[str, Any] | None
 
 
-def assert_same(native: Sample, python: Sample) -> dict[str, Any]:
+def metrics(frame: bytes, ts: float) -> dict[str, Any]:
+    decoded = msgpack.unpackb(frame)
+    assert set(decoded) == {"t", "b"} and decoded["t"] == "sample"
+    assert decoded["b"]["ts"] == ts
+    return decoded["b"]["metrics"]  # type: ignore[no-any-return]
+
+
+def assert_same(native: tuple[bytes, Summary], python: tuple[bytes, Summary],
+                ts: float) -> dict[str, Any]:
     """Equal but for what each reads at its own moment; returns the native metrics."""
-    a, b = metrics(native), metrics(python)
+    a, b = metrics(native[0], ts), metrics(python[0], ts)
     assert list(a) == list(b)  # the same keys in the same order
     # the C sampler's uptime is that of the sample's ts; the Python one reads the clock again
-    assert a.pop("uptime") == max(0.0, native.ts - psutil.boot_time())
+    assert a.pop("uptime") == max(0.0, ts - psutil.boot_time())
     assert abs(b.pop("uptime") - (time.time() - psutil.boot_time())) < 5
     for fs in (a["filesystems"], b["filesystems"]):
         for row in fs:  # a real filesystem: usage may move between the two statvfs calls
             for key in ("used", "free", "percent", "inodes_used"):
                 row.pop(key, None)
     assert a == b
-    assert native.row[:7] == python.row[:7] and native.row[8:] == python.row[8:]
-    assert native.row[7] == pytest.approx(python.row[7], abs=0.5)  # disk used %, as above
-    assert (native.net_rx, native.net_tx) == (python.net_rx, python.net_tx)
-    assert wire.decode(native.frame).type == "sample"
-    return metrics(native)
+    assert_same_summary(native[1], python[1])
+    assert wire.decode(native[0]).type == "sample"
+    return metrics(native[0], ts)
+
+
+def assert_same_summary(native: Summary, python: Summary) -> None:
+    if native is None or python is None:
+        assert native is None and python is None
+        return
+    a, b = dict(native), dict(python)
+    va, vb = dict(a.pop("values")), dict(b.pop("values"))
+    assert a == b
+    assert list(va) == list(vb)
+    # the disk's used percent comes from a real filesystem, as above
+    da, db = va.pop("disk_used_percent", None), vb.pop("disk_used_percent", None)
+    assert (da is None) == (db is None)
+    if da is not None and db is not None:
+        assert da == pytest.approx(db, abs=0.5)
+    assert va == vb
+    assert wire.decode(wire.encode("summary", native)).type == "summary"
 
 
 @pytest.fixture
@@ -153,7 +173,7 @@ def pair(host: FakeHost) -> Iterator[tuple[NativeSampler, PythonSampler]]:
 
 def both(pair: tuple[NativeSampler, PythonSampler], ts: float, now: float) -> dict[str, Any]:
     native, python = pair
-    return assert_same(native.sample(ts, now), python.sample(ts, now))
+    return assert_same(native.sample(None, ts, now), python.sample(None, ts, now), ts)
 
 
 def test_the_same_values_as_the_python_collectors(host: FakeHost, pair: Any) -> None:
@@ -223,33 +243,84 @@ def test_the_same_values_as_the_python_collectors(host: FakeHost, pair: Any) -> 
     assert len(much_later["temperatures"]) == 2  # temp2 still answers garbage
 
 
-def test_the_summary_row_counts_physical_devices_only(host: FakeHost, pair: Any) -> None:
+def test_the_minute_summaries_are_the_same(host: FakeHost, pair: Any) -> None:
+    """Seven samples in one minute (values moving, a sensor coming and going), then the
+    next minute: both summaries hold the same averages, minima and maxima."""
+    native, python = pair
+    t0 = time.monotonic()
+    minute = 1_800_000_000.0 - 1_800_000_000.0 % 60
+    for k in range(7):
+        host.net["eth0"] = (1_000_000 + k * k * 1000, 500_000 + k * 10)
+        host.cpus[""][0] += 17 * k
+        host.cpus[""][3] += 100 - 17 * k
+        host.sensors["temp1"] = f"{40000 + 1500 * k}\n" if k % 3 else "EIO\n"
+        host.sensors["temp2"] = "EIO\n"
+        host.meminfo["MemAvailable"] = 1024000 - k * 4096
+        host.write()
+        both(pair, minute + 8 * k + 0.5, t0 + 1 + k)
+    host.write()
+    ts = minute + 61
+    done_a = native.sample(None, ts, t0 + 9)[1]
+    done_b = python.sample(None, ts, t0 + 9)[1]
+    assert done_a is not None and done_a["minute"] == minute and done_a["samples"] == 7
+    assert done_a["values"]["temperature_max"][1:] == [41.5, 47.5]  # k = 1, 2, 4, 5
+    assert "gpu_utilization" not in done_a["values"]
+    assert_same_summary(done_a, done_b)
+    assert_same_summary(native.flush(), python.flush())  # the new minute, one sample
+    assert native.flush() is None
+
+
+def test_the_summary_counts_physical_devices_only(host: FakeHost, pair: Any) -> None:
     """dm-0 sits on vda (it has a slave): its I/O is vda's again and is not added."""
     t0 = time.monotonic()
     both(pair, 1_700_000_000.0, t0 + 1)
     host.disks["vda"][2] += 10
     host.disks["dm-0"][2] += 10
     host.write()
+    both(pair, 1_700_000_001.0, t0 + 2)
     native, python = pair
-    sample = native.sample(1_700_000_001.0, t0 + 2)
-    assert_same(sample, python.sample(1_700_000_001.0, t0 + 2))
-    assert sample.row[8] == 10 * 512.0
+    summary = native.flush()
+    assert summary is not None and summary["values"]["disk_read_bps"][2] == 10 * 512.0
+    assert_same_summary(summary, python.flush())
+
+
+def test_the_live_frame_comes_masked_and_ready_to_send(host: FakeHost, pair: Any) -> None:
+    native, python = pair
+    for sampler in (native, python):
+        frame, _ = sampler.sample(b"\x01\x02\x03\x04", 1_700_000_000.0, time.monotonic())
+        assert frame[0] == 0x82 and frame[1] & 0x80  # final binary frame, masked
+        length, start = frame[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(frame[2:4], "big"), 4
+        assert frame[start:start + 4] == b"\x01\x02\x03\x04"
+        payload = bytes(b ^ (i % 4 + 1) for i, b in enumerate(frame[start + 4:]))
+        assert len(payload) == length
+        assert websocket.binary_frame(payload, b"\x01\x02\x03\x04") == frame
+        assert len(metrics(payload, 1_700_000_000.0)) == 13
+    with pytest.raises(ValueError, match="4 bytes"):
+        native.sample(b"abc")
 
 
 def test_an_unreadable_source_hands_sampling_to_the_python_collectors(
         host: FakeHost, caplog: pytest.LogCaptureFixture) -> None:
-    sampling = Sampling(host.paths)
-    assert sampling.native
-    assert sampling.sample() is not None
+    """What the daemon does when the C sampler raises (daemon.Agent._fall_back): the
+    Python collectors take over, also on the /proc/stat that broke the C parser, and the
+    C sampler's part of the minute is kept."""
+    sampler = open_sampler(host.paths)
+    assert isinstance(sampler, NativeSampler)
+    sampler.sample()
     (host.proc / "stat").write_text("cpu  this is not a number\n")
+    with pytest.raises(ValueError, match="unexpected content in /proc/stat") as failed:
+        sampler.sample()
     with caplog.at_level(logging.WARNING, "beeyard.agent.sampling"):
-        assert sampling.sample() is None  # the one interval without a sample
-    assert not sampling.native
-    assert "unexpected content in /proc/stat" in caplog.text
-    assert "Python collectors" in caplog.text
+        python, partial = fall_back(sampler, str(failed.value), host.paths)
+    assert "sampling with the Python collectors from now on" in caplog.text
+    assert partial is not None and partial["samples"] == 1
+    data, _ = python.sample()  # /proc/stat still garbage: its keys fall back
+    assert wire.decode(data).body["metrics"]["cpu"] == 0.0
     host.write()
-    sample = sampling.sample()
-    assert sample is not None and wire.decode(sample.frame).type == "sample"
+    data, _ = python.sample()
+    assert wire.decode(data).type == "sample"
 
 
 def test_a_host_without_sysfs_disk_stats_is_sampled_in_python(host: FakeHost) -> None:
@@ -259,7 +330,7 @@ def test_a_host_without_sysfs_disk_stats_is_sampled_in_python(host: FakeHost) ->
         (host.sys / "block/vda/stat").mkdir()
     with pytest.raises(OSError, match="stat file"):
         NativeSampler(host.paths)
-    assert not Sampling(host.paths).native
+    assert isinstance(open_sampler(host.paths), PythonSampler)
 
 
 _SOURCES = ("proc/stat", "proc/loadavg", "proc/meminfo", "proc/net/dev", "proc/net/sockstat",
@@ -291,12 +362,13 @@ def test_mangled_files_never_crash_the_c_sampler(host: FakeHost, source: str,
     try:
         path.write_bytes(noise if replace else _mangle(original, edits))
         for step in range(2):
+            ts = 1_700_000_000.0 + 60 * step
             try:
-                sample = native.sample(1_700_000_000.0 + step, time.monotonic())
+                frame, summary = native.sample(None, ts, time.monotonic())
             except (OSError, ValueError):
                 continue  # the hand-over to the Python collectors
-            assert len(metrics(sample)) == 13
-            assert len(sample.row) == 18
+            assert len(metrics(frame, ts)) == 13
+            assert summary is None or summary["samples"] >= 1
     finally:
         native.close()
         path.write_bytes(original)

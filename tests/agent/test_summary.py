@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from beeyard.agent.collectors import Reading, Sample
+from beeyard.agent.collectors import Reading
 from beeyard.agent.sampling import row
 from beeyard.agent.summary import MinuteAggregator, merge
 from beeyard.shared import wire
@@ -30,22 +30,26 @@ BASE: dict[str, Any] = {
 }
 
 
+Sample = tuple[float, tuple[float | None, ...], float, float]
+
+
 def reading(ts: float, cpu: float, rx_delta: float = 0.0, gpus: list[dict[str, Any]] | None = None,
             **local: float) -> Sample:
-    """A sample as the Python sampler makes it (its row from ``sampling.row``)."""
+    """MinuteAggregator.add's arguments for one sample, as the Python sampler makes them
+    (the row from ``sampling.row``)."""
     metrics = copy.deepcopy(BASE)
     metrics["cpu"] = cpu
     metrics["gpus"] = gpus or []
     extra = {"disk_read_bps": 1.0, "disk_write_bps": 2.0, **local}
-    return Sample(ts, b"", row(Reading(ts, metrics, extra)), rx_delta, rx_delta / 2)
+    return ts, row(Reading(ts, metrics, extra)), rx_delta, rx_delta / 2
 
 
 def test_one_summary_per_wall_clock_minute() -> None:
     agg = MinuteAggregator()
-    assert agg.add(reading(1_700_000_040.0, 10.0, 100.0)) is None
-    assert agg.add(reading(1_700_000_070.5, 30.0, 300.0, temperature_max=50.0)) is None
-    assert agg.add(reading(1_700_000_099.9, 20.0, 200.0, temperature_max=70.0)) is None
-    done = agg.add(reading(1_700_000_100.0, 90.0, 1000.0))
+    assert agg.add(*reading(1_700_000_040.0, 10.0, 100.0)) is None
+    assert agg.add(*reading(1_700_000_070.5, 30.0, 300.0, temperature_max=50.0)) is None
+    assert agg.add(*reading(1_700_000_099.9, 20.0, 200.0, temperature_max=70.0)) is None
+    done = agg.add(*reading(1_700_000_100.0, 90.0, 1000.0))
     assert done is not None
     assert done["minute"] == 1_700_000_040
     assert done["samples"] == 3
@@ -69,13 +73,13 @@ def test_one_summary_per_wall_clock_minute() -> None:
 
 def test_minute_boundaries_and_a_clock_stepped_back() -> None:
     agg = MinuteAggregator()
-    assert agg.add(reading(1_700_000_040.0, 1.0)) is None  # the minute's first instant...
-    assert agg.add(reading(1_700_000_099.999, 2.0)) is None  # ...and its last: one minute
+    assert agg.add(*reading(1_700_000_040.0, 1.0)) is None  # the minute's first instant...
+    assert agg.add(*reading(1_700_000_099.999, 2.0)) is None  # ...and its last: one minute
     whole = agg.flush()
     assert whole is not None and whole["minute"] == 1_700_000_040 and whole["samples"] == 2
     agg = MinuteAggregator()
-    agg.add(reading(1_700_000_100.0, 1.0))
-    done = agg.add(reading(1_700_000_050.0, 2.0))  # clock stepped back a minute
+    agg.add(*reading(1_700_000_100.0, 1.0))
+    done = agg.add(*reading(1_700_000_050.0, 2.0))  # clock stepped back a minute
     assert done is not None and done["minute"] == 1_700_000_100
 
 
@@ -87,7 +91,7 @@ def test_every_summary_name_is_produced_when_data_exists() -> None:
          "memory_total": 100.0},
     ])
     agg = MinuteAggregator()
-    agg.add(r)
+    agg.add(*r)
     done = agg.flush()
     assert done is not None
     values = done["values"]

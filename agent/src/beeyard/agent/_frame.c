@@ -11,9 +11,12 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "frame.h"
+
 /* encode(first, payload, key) -> bytes. ``first``: the first header byte (FIN and opcode);
    ``key``: the 4-byte masking key. */
 static PyObject *encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
     if (nargs != 3) return PyErr_Format(PyExc_TypeError, "encode(first, payload, key)");
     long first = PyLong_AsLong(args[0]);
     if (first == -1 && PyErr_Occurred()) return NULL;
@@ -29,36 +32,10 @@ static PyObject *encode(PyObject *module, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_ValueError, "the masking key is 4 bytes");
         goto done;
     }
-    size_t n = (size_t)payload.len, head = n < 126 ? 2 : n < 65536 ? 4 : 10;
-    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(head + 4 + n));
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)frame_size((size_t)payload.len));
     if (out == NULL) goto done;
-    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
-    p[0] = (unsigned char)first;
-    if (n < 126) {
-        p[1] = (unsigned char)(0x80 | n);
-    } else if (n < 65536) {
-        p[1] = 0x80 | 126;
-        p[2] = (unsigned char)(n >> 8);
-        p[3] = (unsigned char)n;
-    } else {
-        p[1] = 0x80 | 127;
-        for (int i = 0; i < 8; i++) p[2 + i] = (unsigned char)((uint64_t)n >> (8 * (7 - i)));
-    }
-    const unsigned char *k = key.buf, *src = payload.buf;
-    memcpy(p + head, k, 4);
-    unsigned char *dst = p + head + 4;
-    /* eight bytes at a time with the key repeated twice, then the tail byte by byte */
-    uint64_t wide;
-    unsigned char twice[8] = {k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]};
-    memcpy(&wide, twice, 8);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t chunk;
-        memcpy(&chunk, src + i, 8);
-        chunk ^= wide;
-        memcpy(dst + i, &chunk, 8);
-    }
-    for (; i < n; i++) dst[i] = src[i] ^ k[i & 3];
+    frame_write((unsigned char *)PyBytes_AS_STRING(out), (unsigned char)first, payload.buf,
+                (size_t)payload.len, key.buf);
 done:
     PyBuffer_Release(&payload);
     PyBuffer_Release(&key);

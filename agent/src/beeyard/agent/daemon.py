@@ -18,11 +18,11 @@ import logging
 import signal
 from typing import Any
 
+from beeyard.agent import sampling, websocket
 from beeyard.agent.config import AgentConfig
 from beeyard.agent.link import Fatal, Link
-from beeyard.agent.sampling import Sampling
+from beeyard.agent.sampling import PythonSampler
 from beeyard.agent.spool import Spool
-from beeyard.agent.summary import MinuteAggregator
 from beeyard.shared import wire
 
 log = logging.getLogger("beeyard.agent")
@@ -38,8 +38,7 @@ class Agent:
         self.spool = spool
         self.spool_changed = asyncio.Event()
         self.link = Link(config, host, spool, self.spool_changed)
-        self.aggregator = MinuteAggregator()
-        self.sampler = Sampling()
+        self.sampler: sampling.HostSampler = sampling.open_sampler()
         self.stop = asyncio.Event()
         self.samples = 0
         self._check_all = False
@@ -59,35 +58,45 @@ class Agent:
         return int(summary["minute"])
 
     def tick(self) -> None:
-        """One sample: collect, fold into the minute, send live if connected."""
-        sample = self.sampler.sample()
-        if sample is None:  # the C sampler just gave up: this interval has no sample
-            return
+        """One sample: collect and summarise, send live if connected."""
         self.samples += 1
-        done = self.aggregator.add(sample)
+        live = self.link.ws is not None
+        # Checking every sample against its schema would cost ~0.18 ms of CPU a second, a
+        # third of the agent's budget, to re-prove what the samplers guarantee (values
+        # clamped to their bounds, names cut to their lengths, row counts capped). So the
+        # first sample and one a minute are checked; the server checks every frame anyway.
+        check = live and (self._check_all or self.samples % CHECK_EVERY == 1)
+        try:
+            # unchecked, the sampler masks the frame itself: one call fewer, cold
+            data, done = self.sampler.sample(websocket.mask_key() if live and not check else None)
+        except (OSError, ValueError) as exc:
+            if isinstance(self.sampler, PythonSampler):
+                raise  # its collectors fall back one by one: this is a bug
+            self._fall_back(str(exc))
+            return
         if done is not None:  # once a minute
             self._store(done)
-        if self.link.ws is None:
+        if not live:
             return
-        data = sample.frame
-        if self._check_all or self.samples % CHECK_EVERY == 1:
-            # Checking every sample against its schema would cost ~0.18 ms of CPU a second,
-            # a third of the agent's budget, to re-prove what the samplers guarantee (values
-            # clamped to their bounds, names cut to their lengths, row counts capped). So the
-            # first sample and one a minute are checked; the server checks every frame anyway.
+        if check:
             try:
                 wire.decode(data)
-            except wire.WireError as exc:  # our bug: say so once, keep summarising
+            except wire.WireError as exc:  # our bug: say so, keep summarising
                 log.error("a sample failed its own schema and was not sent: %s", exc)
-                if self.sampler.native:
-                    self.sampler.give_up(f"its sample failed the schema check: {exc}")
+                if not isinstance(self.sampler, PythonSampler):
+                    self._fall_back(f"its sample failed the schema check: {exc}")
                 elif not self._check_all:
                     self._check_all = True
                     log.error("from now on every sample is checked")
                 return
+            data = websocket.binary_frame(data, websocket.mask_key())
         elif len(data) > wire.MAX_FRAME:
             return
         self.link.send_live(data)
+
+    def _fall_back(self, reason: str) -> None:
+        self.sampler, partial = sampling.fall_back(self.sampler, reason)
+        self._store(partial)  # the C sampler's part of this minute; the spool merges the rest
 
     def _on_tick(self) -> None:
         """The sampling clock: a plain timer callback, not a task, because at one
@@ -131,7 +140,7 @@ class Agent:
                     raise exc
             self.stop.set()
             self._timer.cancel()
-            final = self._store(self.aggregator.flush())
+            final = self._store(self.sampler.flush())
             if code == EXIT_OK:
                 await self.link.shutdown(final)
                 log.info("stopped")

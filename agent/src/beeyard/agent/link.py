@@ -171,14 +171,15 @@ class Link:
 
     # -- used by the daemon ---------------------------------------------------
 
-    def send_live(self, data: bytes) -> bool:
-        """Send a live sample if connected and the link keeps up; otherwise drop it
-        (live samples are worth nothing late; summaries carry the history)."""
+    def send_live(self, frame: bytes) -> bool:
+        """Send a live sample, a whole masked frame (``websocket.binary_frame``), if
+        connected and the link keeps up; otherwise drop it (live samples are worth
+        nothing late; summaries carry the history)."""
         ws = self.ws
         if ws is None or ws.buffered() > LIVE_BUFFER_LIMIT:
             return False
         try:
-            ws.send_nowait(data)  # raises when closed
+            ws.send_frame_nowait(frame)  # raises when closed
         except websocket.WebSocketError:
             return False
         if self._loop is not None:

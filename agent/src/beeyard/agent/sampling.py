@@ -1,29 +1,41 @@
 """The agent's sampler: the C one where it is built and this host suits it, else the
 Python collectors, which give the same values for about twice the CPU.
 
-Both produce a ``Sample``: the packed ``sample`` frame and the minute summary's
-row. The C sampler (``collectors.native``) is used when its extension module
-was built at install time and the host has no NVIDIA GPU (GPU metrics come
-through NVML's Python binding). If it ever fails (an unexpected /proc, a
-device whose stat file vanished, or a frame that fails the schema check) the
-agent says why and samples with the Python collectors from then on: they have a
-fallback for every odd case, and one sample is skipped so that their first
-rates span a whole interval.
+Either one, once a sample interval, ``sample(key)`` returns the ``sample`` frame
+(masked with ``key`` and ready to send, or bare msgpack without one) and the
+summary of the minute that sample closed, if it closed one; ``flush()`` returns
+the partial minute at shutdown. The C sampler (``collectors.native``) is used
+when its extension module was built at install time and the host has no NVIDIA
+GPU (GPU metrics come through NVML's Python binding). If it fails (an unexpected
+/proc, a device whose stat file vanished, a frame failing the schema check),
+``fall_back`` says why and the agent samples with the Python collectors from then
+on: they have a fallback for every odd case.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
-from beeyard.agent.collectors import HOST, Paths, Reading, Sample, Sampler, default_collectors
+from beeyard.agent import websocket
+from beeyard.agent.collectors import HOST, Paths, Reading, Sampler, default_collectors
+from beeyard.agent.summary import MinuteAggregator
 
 log = logging.getLogger("beeyard.agent.sampling")
 
 # One packer for the process: ``msgpack.packb`` builds a new Packer on every call.
 _packer = msgpack.Packer(use_bin_type=True)
+
+
+class HostSampler(Protocol):
+    def sample(self, key: bytes | None = None, ts: float | None = None,
+               now: float | None = None) -> tuple[bytes, dict[str, Any] | None]: ...
+
+    def flush(self) -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
 
 
 def row(reading: Reading) -> tuple[float | None, ...]:
@@ -58,25 +70,31 @@ def row(reading: Reading) -> tuple[float | None, ...]:
 
 
 class PythonSampler:
-    """The collectors' reading, packed without the schema check (the daemon checks one
-    sample a minute: see ``daemon.CHECK_EVERY``)."""
+    """The collectors' reading, summarised by ``MinuteAggregator`` and packed without
+    the schema check (the daemon checks one sample a minute: ``daemon.CHECK_EVERY``)."""
 
     def __init__(self, collectors: list[Any] | None = None) -> None:
         self.sampler = Sampler(collectors)
+        self.aggregator = MinuteAggregator()
 
-    def sample(self, ts: float | None = None, now: float | None = None) -> Sample:
+    def sample(self, key: bytes | None = None, ts: float | None = None,
+               now: float | None = None) -> tuple[bytes, dict[str, Any] | None]:
         reading = self.sampler.sample(ts, now)
-        frame = _packer.pack({"t": "sample", "b": {"ts": reading.ts, "metrics": reading.metrics}})
         local = reading.local
-        return Sample(reading.ts, frame, row(reading), local.get("net_rx_delta", 0.0),
-                      local.get("net_tx_delta", 0.0))
+        done = self.aggregator.add(reading.ts, row(reading), local.get("net_rx_delta", 0.0),
+                                   local.get("net_tx_delta", 0.0))
+        data = _packer.pack({"t": "sample", "b": {"ts": reading.ts, "metrics": reading.metrics}})
+        return (data if key is None else websocket.binary_frame(data, key)), done
+
+    def flush(self) -> dict[str, Any] | None:
+        return self.aggregator.flush()
 
     def close(self) -> None:
         pass
 
 
-def open_native(paths: Paths = HOST) -> Any | None:
-    """The C sampler, or None (and why, at info level) where it cannot serve this host."""
+def open_sampler(paths: Paths = HOST) -> HostSampler:
+    """The C sampler where it serves this host, else the Python one (and why, at info)."""
     from beeyard.agent.collectors import gpu
 
     try:
@@ -84,43 +102,22 @@ def open_native(paths: Paths = HOST) -> Any | None:
 
         if gpu.GpuCollector.create() is not None:
             log.info("sampling with the Python collectors: GPU metrics need them")
-            return None
-        return NativeSampler(paths)
+        else:
+            return NativeSampler(paths)
     except ImportError as exc:
         log.info("sampling with the Python collectors: the C sampler is not built (%s)", exc)
     except (OSError, ValueError) as exc:
         log.info("sampling with the Python collectors: the C sampler cannot read this host: %s",
                  exc)
-    return None
+    return PythonSampler(default_collectors(paths))
 
 
-class Sampling:
-    """The C sampler while it serves, then the Python collectors for good."""
-
-    def __init__(self, paths: Paths = HOST, native: bool = True) -> None:
-        self.paths = paths
-        self.current: Any = open_native(paths) if native else None
-        self.native = self.current is not None
-        if self.current is None:
-            self.current = PythonSampler(default_collectors(paths))
-
-    def sample(self) -> Sample | None:
-        """This interval's sample; None once, when the C sampler has just given up."""
-        if not self.native:
-            return self.current.sample()  # type: ignore[no-any-return]
-        try:
-            return self.current.sample()  # type: ignore[no-any-return]
-        except (OSError, ValueError) as exc:
-            self.give_up(str(exc))
-            return None
-
-    def give_up(self, reason: str) -> None:
-        """Stop using the C sampler (``reason`` is logged); no-op on the Python one."""
-        if not self.native:
-            return
-        log.warning("the C sampler stopped (%s); sampling with the Python collectors "
-                    "from now on", reason)
-        python = PythonSampler(default_collectors(self.paths))
-        self.current.close()
-        self.current = python
-        self.native = False
+def fall_back(failed: HostSampler, reason: str, paths: Paths = HOST
+              ) -> tuple[PythonSampler, dict[str, Any] | None]:
+    """The Python sampler to go on with, and the failed one's partial minute to keep."""
+    log.warning("the C sampler stopped (%s); sampling with the Python collectors from now on",
+                reason)
+    python = PythonSampler(default_collectors(paths))
+    partial = failed.flush()
+    failed.close()
+    return python, partial

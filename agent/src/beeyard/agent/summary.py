@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from beeyard.agent.collectors import Sample
 from beeyard.shared.frames import SUMMARY_NAMES
 
 _LIMIT = 1e18  # the bound of an aggregate value on the wire
@@ -43,15 +42,18 @@ class MinuteAggregator:
         self._rx = 0.0
         self._tx = 0.0
 
-    def add(self, sample: Sample) -> dict[str, Any] | None:
-        minute = int(sample.ts // 60) * 60  # the wall-clock minute it falls in
+    def add(self, ts: float, row: tuple[float | None, ...], net_rx: float, net_tx: float
+            ) -> dict[str, Any] | None:
+        """One sample: its time, its SUMMARY_NAMES values (``sampling.row``) and the bytes
+        the counted interfaces moved since the previous one."""
+        minute = int(ts // 60) * 60  # the wall-clock minute it falls in
         done = self.flush() if self._minute is not None and minute != self._minute else None
         self._minute = minute
         self._samples += 1
         if len(self._rows) < _MAX_ROWS:
-            self._rows.append(sample.row)
-        self._rx += sample.net_rx
-        self._tx += sample.net_tx
+            self._rows.append(row)
+        self._rx += net_rx
+        self._tx += net_tx
         return done
 
     def flush(self) -> dict[str, Any] | None:

@@ -119,6 +119,16 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     return _encode((0x80 | opcode) if fin else opcode, payload, _keys.take())
 
 
+def binary_frame(payload: bytes, key: bytes) -> bytes:
+    """A final binary frame masked with ``key`` (from ``mask_key``)."""
+    return _encode(0x82, payload, key)
+
+
+def mask_key() -> bytes:
+    """A fresh masking key, for a frame built elsewhere (the C sampler frames its own)."""
+    return _keys.take()
+
+
 def encode_frame_py(opcode: int, payload: bytes, *, fin: bool = True,
                     key: bytes | None = None) -> bytes:
     """The same frame in Python: the fallback, and the reference ``_frame`` is tested
@@ -184,12 +194,16 @@ class WebSocket:
 
     def send_nowait(self, data: bytes) -> None:
         """Queue one binary message without waiting (see ``buffered``)."""
+        self.send_frame_nowait(encode_frame(OP_BINARY, data))
+
+    def send_frame_nowait(self, frame: bytes) -> None:
+        """Queue one whole frame already encoded and masked (``binary_frame``)."""
         if self._closed is not None:
             raise self._closed
         transport = self._transport  # what StreamWriter.write calls, one call fewer
         if transport.is_closing():
             raise self._gone("connection closing")
-        transport.write(encode_frame(OP_BINARY, data))
+        transport.write(frame)
 
     async def _drain(self) -> None:
         try:

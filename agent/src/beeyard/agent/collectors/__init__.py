@@ -85,17 +85,6 @@ class Reading(NamedTuple):
     local: dict[str, float]
 
 
-class Sample(NamedTuple):
-    """One sample as the daemon uses it, from either sampler (``beeyard.agent.sampling``):
-    the packed ``sample`` frame to send and what the minute summary keeps of it."""
-
-    ts: float
-    frame: bytes  # {"t": "sample", "b": {"ts", "metrics"}} packed as wire.encode lays it out
-    row: tuple[float | None, ...]  # the SUMMARY_NAMES values, None where there is no data
-    net_rx: float  # bytes the counted interfaces received since the previous sample
-    net_tx: float
-
-
 class Sampler:
     """Runs the collectors into one ``metrics`` map that the ``sample`` frame accepts."""
 

@@ -1,5 +1,5 @@
-/* The agent's per-second sample in C: reads, parsing, rates, the summary row and the
-   packed ``sample`` frame, in one call from the sampling timer.
+/* The agent's per-second sample in C: reads, parsing, rates, the packed ``sample`` frame
+   (masked, ready to send) and the minute summary, in one call from the sampling timer.
 
    Why it exists: at one sample a second a Python process starts cold every time, and the
    collectors' parsing and the building and packing of the metrics map cost about 0.4 ms
@@ -9,10 +9,10 @@
 
    What it is not: a second set of collectors. Everything that is decided rarely stays in
    Python (collectors/native.py): which filesystems, disks and sensors count, the packed
-   names of those rows, and the constants behind the process count and the uptime. This file only does, every
-   second, what the Python collectors do every second, by the same rules and in the same
-   order, so that both give equal values from equal inputs (tests/agent/test_native.py
-   checks that value for value). Python owns every file descriptor; this code only
+   names of those rows, and the constants behind the process count and the uptime. This
+   file only does, every second, what the Python collectors and summary.MinuteAggregator
+   do every second, by the same rules and in the same order, so that both give equal
+   values from equal inputs (tests/agent/test_native.py checks that value for value). Python owns every file descriptor; this code only
    preads them.
 
    Any input it does not understand makes sample() raise ValueError or OSError naming the
@@ -30,12 +30,17 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "../frame.h"
+
 #define MAX_CPUS 65536    /* the schema's bound on cpu_cores */
 #define MAX_ROWS 1024     /* disks, filesystems, interfaces: the schema's row bound */
 #define MAX_NAME 255      /* an interface name longer than this is cut, as in Python */
 #define WHOLE 2048        /* a shorter read is the whole file (procfs.ProcFile) */
 #define CHUNK 65536
 #define SECTOR 512
+#define NAMES 18          /* SUMMARY_NAMES: the values of a minute summary */
+#define MAX_MINUTE_ROWS 3600
+#define LIMIT 1e18        /* the bound of an aggregate value on the wire */
 
 /* ---- a growing byte buffer and msgpack writers ---------------------------------- */
 
@@ -241,6 +246,12 @@ typedef struct {
     size_t nsensors;
     Buf text, text2, out;
     int ready; /* __init__ has run: the descriptors are set */
+    /* the minute summary being built (summary.MinuteAggregator's rules) */
+    PyObject *names; /* SUMMARY_NAMES */
+    int in_minute;
+    int64_t minute;
+    uint64_t minute_samples, minute_rows, count[NAMES];
+    double sum[NAMES], low[NAMES], high[NAMES], rx_moved, tx_moved;
 } Sampler;
 
 /* -- cpu: /proc/stat ----------------------------------------------------------------- */
@@ -762,22 +773,29 @@ static void Sampler_dealloc(Sampler *s) {
     PyMem_Free(s->text.data);
     PyMem_Free(s->text2.data);
     PyMem_Free(s->out.data);
+    Py_CLEAR(s->names);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
 static int Sampler_init(Sampler *s, PyObject *args, PyObject *kwargs) {
     static char *names[] = {"stat", "loadavg", "meminfo", "net_dev", "sockstat", "sockstat6",
-                            "virtual_net", "proc", "boot", "now", NULL};
+                            "virtual_net", "proc", "boot", "now", "names", NULL};
+    PyObject *summary_names;
     double now;
     if (s->ready) {
         PyErr_SetString(PyExc_RuntimeError, "a Sampler is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iiiiiiiidd:Sampler", names, &s->stat_fd,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iiiiiiiiddO!:Sampler", names, &s->stat_fd,
                                      &s->loadavg_fd, &s->meminfo_fd, &s->net_dev_fd,
                                      &s->sockstat_fd, &s->sockstat6_fd, &s->virtual_net_fd,
-                                     &s->proc_fd, &s->boot, &now))
+                                     &s->proc_fd, &s->boot, &now, &PyTuple_Type, &summary_names))
         return -1;
+    if (PyTuple_GET_SIZE(summary_names) != NAMES) {
+        PyErr_Format(PyExc_ValueError, "%d summary names expected", NAMES);
+        return -1;
+    }
+    s->names = Py_NewRef(summary_names);
     s->net_at = now;
     s->disks_at = NAN;
     /* the first readings, so that the first sample already has real rates */
@@ -887,9 +905,96 @@ static PyObject *Sampler_set_sensors(Sampler *s, PyObject *list) {
     Py_RETURN_NONE;
 }
 
-static PyObject *float_or_none(int present, double value) {
-    if (present) return PyFloat_FromDouble(value);
-    Py_RETURN_NONE;
+/* -- the minute summary ------------------------------------------------------------- */
+
+/* Python's float floor division (float_floor_div in CPython's floatobject.c), so that a
+   sample falls in the same minute here as in summary.MinuteAggregator. */
+static double floor_div(double vx, double wx) {
+    double mod = fmod(vx, wx), div = (vx - mod) / wx;
+    if (mod && ((wx < 0) != (mod < 0))) div -= 1.0;
+    if (!div) return copysign(0.0, vx / wx);
+    double floored = floor(div);
+    return div - floored > 0.5 ? floored + 1.0 : floored;
+}
+
+static double clamp(double value) { /* max(-LIMIT, min(LIMIT, value)), NaN included */
+    double m = value < LIMIT ? value : LIMIT;
+    return m > -LIMIT ? m : -LIMIT;
+}
+
+static PyObject *triple(double a, double b, double c) {
+    return Py_BuildValue("[ddd]", clamp(a), clamp(b), clamp(c));
+}
+
+/* The current minute's summary body, or None; starts empty (MinuteAggregator.flush). */
+static PyObject *minute_flush(Sampler *s) {
+    if (!s->in_minute || s->minute_samples == 0) {
+        s->in_minute = 0;
+        Py_RETURN_NONE;
+    }
+    PyObject *values = PyDict_New();
+    if (values == NULL) return NULL;
+    for (int i = 0; i < NAMES; i++) {
+        if (s->count[i] == 0) continue;
+        PyObject *v = triple(s->sum[i] / (double)s->count[i], s->low[i], s->high[i]);
+        if (v == NULL || PyDict_SetItem(values, PyTuple_GET_ITEM(s->names, i), v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(values);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    PyObject *body = Py_BuildValue(
+        "{sLsKsNsdsd}", "minute", (long long)s->minute, "samples",
+        (unsigned long long)(s->minute_samples < 3600 ? s->minute_samples : 3600), "values",
+        values, "net_rx_bytes", s->rx_moved, "net_tx_bytes", s->tx_moved);
+    if (body == NULL) return NULL;
+    s->in_minute = 0;
+    s->minute_samples = s->minute_rows = 0;
+    memset(s->count, 0, sizeof s->count);
+    s->rx_moved = s->tx_moved = 0.0;
+    return body;
+}
+
+/* Folds one sample's row in; returns the finished minute's summary when this sample
+   starts another minute, else None. */
+static PyObject *minute_add(Sampler *s, double ts, const double row[NAMES],
+                            const int present[NAMES], double rx, double tx) {
+    int64_t minute = (int64_t)floor_div(ts, 60.0) * 60;
+    PyObject *done;
+    if (s->in_minute && minute != s->minute) {
+        done = minute_flush(s);
+        if (done == NULL) return NULL;
+    } else {
+        done = Py_NewRef(Py_None);
+    }
+    s->in_minute = 1;
+    s->minute = minute;
+    s->minute_samples++;
+    if (s->minute_rows < MAX_MINUTE_ROWS) {
+        s->minute_rows++;
+        for (int i = 0; i < NAMES; i++) {
+            if (!present[i]) continue;
+            double v = row[i];
+            if (s->count[i] == 0) {
+                s->sum[i] = 0.0;
+                s->low[i] = s->high[i] = v;
+            } else {
+                if (v < s->low[i]) s->low[i] = v;   /* min(): the first of equals stays */
+                if (v > s->high[i]) s->high[i] = v;
+            }
+            s->sum[i] += v; /* in sample order, as the Python sum is taken */
+            s->count[i]++;
+        }
+    }
+    s->rx_moved += rx;
+    s->tx_moved += tx;
+    return done;
+}
+
+static PyObject *Sampler_flush(Sampler *s, PyObject *unused) {
+    (void)unused;
+    return minute_flush(s);
 }
 
 /* set_process_offset(offset: int | None): None while the processes are counted by listing */
@@ -905,14 +1010,19 @@ static PyObject *Sampler_set_process_offset(Sampler *s, PyObject *offset) {
     Py_RETURN_NONE;
 }
 
-/* sample(ts, now, listed) -> (frame, row, net_rx_moved, net_tx_moved). ``listed``: the
-   process count where it is counted by listing /proc, else -1 (from /proc's link count). */
+/* sample(ts, now, listed, key) -> (frame, summary). ``listed``: the process count where
+   it is counted by listing /proc, else -1 (from /proc's link count). ``key``: a 4-byte
+   WebSocket masking key to get the frame ready to send, or None for the bare msgpack.
+   ``summary``: the minute that this sample closed, or None. */
 static PyObject *Sampler_sample(Sampler *s, PyObject *const *args, Py_ssize_t nargs) {
     if (!s->ready) return PyErr_Format(PyExc_RuntimeError, "Sampler.__init__ has not run");
-    if (nargs != 3) return PyErr_Format(PyExc_TypeError, "sample(ts, now, listed)");
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "sample(ts, now, listed, key)");
     double ts = PyFloat_AsDouble(args[0]), now = PyFloat_AsDouble(args[1]);
     long long listed = PyLong_AsLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
+    PyObject *key = args[3];
+    if (key != Py_None && (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) != 4))
+        return PyErr_Format(PyExc_ValueError, "the masking key is 4 bytes or None");
     uint64_t processes;
     if (listed >= 0) {
         processes = (uint64_t)listed;
@@ -944,19 +1054,39 @@ static PyObject *Sampler_sample(Sampler *s, PyObject *const *args, Py_ssize_t na
         kv_double(out, "uptime", uptime) < 0 ||
         temperatures_collect(s, out, &hottest, &has_hottest) < 0)
         return NULL;
-    /* summary.row's order: SUMMARY_NAMES */
-    PyObject *row = Py_BuildValue(
-        "(ddddddd" "Nddddddd" "NNN)", cpu, load[0], load[1], load[2], mem_used, mem_percent,
-        swap_used, float_or_none(has_disk, disk_percent), disk_io[0], disk_io[1], net[0], net[1],
-        (double)connections[0], (double)connections[1], (double)processes,
-        float_or_none(has_hottest, hottest), Py_NewRef(Py_None), Py_NewRef(Py_None));
-    if (row == NULL) return NULL;
-    return Py_BuildValue("(y#Ndd)", (const char *)out->data, (Py_ssize_t)out->len, row, net[2], net[3]);
+    /* sampling.row's values, in SUMMARY_NAMES order */
+    const double row[NAMES] = {cpu, load[0], load[1], load[2], mem_used, mem_percent, swap_used,
+                               disk_percent, disk_io[0], disk_io[1], net[0], net[1],
+                               (double)connections[0], (double)connections[1],
+                               (double)processes, hottest, 0.0, 0.0};
+    const int present[NAMES] = {1, 1, 1, 1, 1, 1, 1, has_disk, 1, 1, 1, 1, 1, 1, 1,
+                                has_hottest, 0, 0};
+    PyObject *frame;
+    if (key == Py_None) {
+        frame = PyBytes_FromStringAndSize((const char *)out->data, (Py_ssize_t)out->len);
+    } else {
+        frame = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)frame_size(out->len));
+        if (frame != NULL)
+            frame_write((unsigned char *)PyBytes_AS_STRING(frame), 0x82, out->data, out->len,
+                        (const unsigned char *)PyBytes_AS_STRING(key));
+    }
+    if (frame == NULL) return NULL;
+    PyObject *done = minute_add(s, ts, row, present, net[2], net[3]);
+    if (done == NULL) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    PyObject *result = PyTuple_Pack(2, frame, done);
+    Py_DECREF(frame);
+    Py_DECREF(done);
+    return result;
 }
 
 static PyMethodDef Sampler_methods[] = {
     {"sample", (PyCFunction)(void (*)(void))Sampler_sample, METH_FASTCALL,
-     "sample(ts, now, listed) -> (frame, row, net_rx_moved, net_tx_moved)"},
+     "sample(ts, now, listed, key) -> (frame, summary of the minute it closed or None)"},
+    {"flush", (PyCFunction)Sampler_flush, METH_NOARGS,
+     "flush() -> the current, possibly partial, minute's summary or None; starts empty"},
     {"set_process_offset", (PyCFunction)Sampler_set_process_offset, METH_O,
      "set_process_offset(offset): /proc's link count minus the process count, or None"},
     {"set_disks", (PyCFunction)Sampler_set_disks, METH_VARARGS,

@@ -1,13 +1,14 @@
 """The C sampler's Python half: the rare decisions, and the call each second.
 
-``_native.Sampler`` (``_native.c``) does each second's reads, parsing, rates and
-packing in one call, because in Python that work alone costs more CPU than the
-agent's budget (docs/benchmarks.md). What changes rarely stays here and reuses
-the Python collectors' own code: which filesystems (``MountWatch``), disks
-(``whole_devices``, ``open_stats``) and sensors (``discover``) to read, each
-row's packed name, and the process count and uptime, which take one system call
-or none. Every file descriptor the C code reads is opened and closed here, and
-a replaced one is closed only after the C side has been given the new list.
+``_native.Sampler`` (``_native.c``) does each second's reads, parsing, rates,
+packing, framing and the minute summary in one call, because in Python that work
+alone costs more CPU than the agent's budget (docs/benchmarks.md). What changes
+rarely stays here and reuses the Python collectors' own code: which filesystems
+(``MountWatch``), disks (``whole_devices``, ``open_stats``) and sensors
+(``discover``) to read, each row's packed name, and the constants behind the
+process count (the link count of /proc, see ``processes``) and the uptime (the
+boot time). Every file descriptor the C code reads is opened and closed here,
+and a replaced one is closed only after the C side has been given the new list.
 
 ``NativeSampler`` raises ``OSError`` or ``ValueError`` from its constructor or
 ``sample`` when this host needs something only the Python collectors do (no
@@ -20,19 +21,20 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from typing import Any
 
 import msgpack
 
 from beeyard.agent.collectors import (
     HOST,
     Paths,
-    Sample,
     diskio,
     filesystems,
     processes,
     temperatures,
 )
 from beeyard.agent.procfs import ProcFile
+from beeyard.shared.frames import SUMMARY_NAMES
 
 _DISKS_EVERY = 60.0  # as DiskIOCollector
 _SENSORS_EVERY = 600.0  # as TemperatureCollector
@@ -66,7 +68,7 @@ class NativeSampler:
             self._processes = processes.ProcessesCollector(proc)
             self._c = _native.Sampler(fds[0], fds[1], fds[2], fds[3], fds[4], fds[5],
                                       self._virtual_net, self._processes.fileno(),
-                                      processes.UptimeCollector().boot, now)
+                                      processes.UptimeCollector().boot, now, SUMMARY_NAMES)
             self._proc = proc
             self._offset: int | None = None
             self._mounts = filesystems.MountWatch(f"{proc}/self/mounts")
@@ -117,14 +119,23 @@ class NativeSampler:
                 old.close()
             self._sensors = [file for _, file in found]
 
-    def sample(self, ts: float | None = None, now: float | None = None) -> Sample:
-        ts = time.time() if ts is None else ts
-        now = time.monotonic() if now is None else now
+    def sample(self, key: bytes | None = None, ts: float | None = None,
+               now: float | None = None) -> tuple[bytes, dict[str, Any] | None]:
+        """(the sample frame, masked with ``key`` and ready to send, or bare msgpack
+        without one; the summary of the minute this sample closed, or None).
+        ``ts``, ``now``: the wall and monotonic clocks, read here unless given (tests)."""
+        if ts is None:
+            ts = time.time()
+        if now is None:
+            now = time.monotonic()
         if now - self._plan_at >= _PLAN_EVERY or now < self._plan_at:
             self._plan(now)
         listed = -1 if self._offset is not None else processes.count_listing(self._proc)
-        frame, row, rx, tx = self._c.sample(ts, now, listed)
-        return Sample(ts, frame, row, rx, tx)
+        return self._c.sample(ts, now, listed, key)
+
+    def flush(self) -> dict[str, Any] | None:
+        """The current, possibly partial, minute's summary (at shutdown)."""
+        return self._c.flush()
 
     def close(self) -> None:
         """Close every file; the sampler is not to be used after this."""
