@@ -286,19 +286,20 @@ def test_the_summary_counts_physical_devices_only(host: FakeHost, pair: Any) -> 
 
 def test_the_live_frame_comes_masked_and_ready_to_send(host: FakeHost, pair: Any) -> None:
     native, python = pair
-    for sampler in (native, python):
-        frame, _ = sampler.sample(b"\x01\x02\x03\x04", 1_700_000_000.0, time.monotonic())
+    keys = set()
+    for sampler in (native, python) * 3:
+        frame, _ = sampler.sample(True, 1_700_000_000.0, time.monotonic())
         assert frame[0] == 0x82 and frame[1] & 0x80  # final binary frame, masked
         length, start = frame[1] & 0x7F, 2
         if length == 126:
             length, start = int.from_bytes(frame[2:4], "big"), 4
-        assert frame[start:start + 4] == b"\x01\x02\x03\x04"
-        payload = bytes(b ^ (i % 4 + 1) for i, b in enumerate(frame[start + 4:]))
+        key = frame[start:start + 4]
+        keys.add(key)
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(frame[start + 4:]))
         assert len(payload) == length
-        assert websocket.binary_frame(payload, b"\x01\x02\x03\x04") == frame
+        assert websocket.binary_frame(payload, key) == frame
         assert len(metrics(payload, 1_700_000_000.0)) == 13
-    with pytest.raises(ValueError, match="4 bytes"):
-        native.sample(b"abc")
+    assert len(keys) == 6  # a fresh key each time
 
 
 def test_an_unreadable_source_hands_sampling_to_the_python_collectors(
@@ -372,3 +373,35 @@ def test_mangled_files_never_crash_the_c_sampler(host: FakeHost, source: str,
     finally:
         native.close()
         path.write_bytes(original)
+
+
+async def test_the_daemon_goes_on_with_the_python_collectors(
+        host: FakeHost, tmp_path: Path) -> None:
+    """Agent.tick with the C sampler on the fake host: when it raises, the daemon swaps
+    in the Python sampler and spools the C sampler's part of the minute; sampling goes on."""
+    from beeyard.agent import config
+    from beeyard.agent.daemon import Agent
+    from beeyard.agent.spool import Spool
+
+    cfg = config.parse({"server": "http://127.0.0.1:1", "server_id": 1, "token_file": "token",
+                        "spool": {"dir": str(tmp_path / "spool")}}, tmp_path)
+    spool = Spool(tmp_path / "spool")
+    agent = Agent(cfg, {}, spool)
+    while time.time() % 60 > 57:  # the three ticks below must fall in one minute
+        time.sleep(0.5)
+    agent.sampler.close()
+    agent.sampler = NativeSampler(host.paths)
+    agent.tick()
+    agent.tick()
+    assert len(spool) == 0
+    (host.proc / "stat").write_text("cpu  this is not a number\n")
+    agent.tick()
+    assert isinstance(agent.sampler, PythonSampler)
+    assert len(spool) == 1  # the two samples the C sampler took this minute
+    (minute,) = spool.pending()
+    body = spool.get_body(minute)
+    assert body is not None and body["samples"] == 2
+    host.write()
+    agent.tick()
+    summary = agent.sampler.flush()
+    assert summary is not None and summary["samples"] == 1

@@ -308,3 +308,29 @@ def test_record_scalars_equal_the_dict_scalars() -> None:
         record = frame.body["metrics"]
         assert native.is_record(record)
         assert record_scalars(record) == scalars(plain(record)) == scalars(metrics)
+
+
+def test_prepare_builds_the_checks_of_nested_maps_up_front() -> None:
+    """wire.prepare compiles a frame type's checks now (the agent does it at start, so
+    that its first summary a minute in does not pay the compile); checking is unchanged."""
+    from beeyard.shared import frames
+    from beeyard.shared.schema import Schema
+
+    def nested(schema: Schema) -> list[Schema]:
+        found = [schema]
+        for f in schema.fields:
+            for inner in (f.schema, f.items.schema if f.items is not None else None):
+                if inner is not None:
+                    found += nested(inner)
+        return found
+
+    schemas = nested(frames.SUMMARY) + nested(frames.SAMPLE)
+    assert len(schemas) > 10
+    for schema in schemas:  # as in a fresh process, whatever ran before in this one
+        object.__setattr__(schema, "_fast_checks", None)
+    wire.prepare("summary", "sample")
+    assert all(s._fast_checks is not None for s in schemas)
+    body = {"minute": 60, "samples": 3, "values": {"cpu": [1.0, 0.5, 2.0]}}
+    assert wire.decode(wire.encode("summary", body)).body["values"]["cpu"] == [1.0, 0.5, 2.0]
+    with pytest.raises(wire.WireError, match="samples"):
+        wire.encode("summary", {**body, "samples": 0})

@@ -67,8 +67,8 @@ class Agent:
         # first sample and one a minute are checked; the server checks every frame anyway.
         check = live and (self._check_all or self.samples % CHECK_EVERY == 1)
         try:
-            # unchecked, the sampler masks the frame itself: one call fewer, cold
-            data, done = self.sampler.sample(websocket.mask_key() if live and not check else None)
+            # unchecked, the sampler frames it itself: one call fewer, cold
+            data, done = self.sampler.sample(live and not check)
         except (OSError, ValueError) as exc:
             if isinstance(self.sampler, PythonSampler):
                 raise  # its collectors fall back one by one: this is a bug
@@ -89,7 +89,7 @@ class Agent:
                     self._check_all = True
                     log.error("from now on every sample is checked")
                 return
-            data = websocket.binary_frame(data, websocket.mask_key())
+            data = websocket.binary_frame(data)
         elif len(data) > wire.MAX_FRAME:
             return
         self.link.send_live(data)
@@ -121,6 +121,9 @@ class Agent:
             loop.add_signal_handler(sig, self.stop.set)
         if len(self.spool):
             log.info("%d unacknowledged minute summaries in the spool", len(self.spool))
+        # The frames this agent checks every minute or so, compiled now rather than in
+        # the middle of its steady state (milliseconds each, the first time).
+        wire.prepare("sample", "summary", "ack", "ping", "welcome", "rotate_token")
         # Everything built so far (modules, config, collectors) lives as long as the
         # process: keep it out of the garbage collector's full passes for good.
         gc.freeze()
@@ -158,7 +161,8 @@ async def run_agent(config: AgentConfig, spool: Spool) -> int:
     from beeyard.agent.hostfacts import host_facts
 
     agent = Agent(config, host_facts(), spool)
-    log.info("beeyard-agent sampling every %g s; server %s; capabilities in the config: %s "
-             "(local grants are added; see beeyard-agent grant)",
-             config.interval, config.server, ", ".join(config.capabilities) or "none")
+    log.info("beeyard-agent sampling every %g s (%s sampler); server %s; capabilities in the "
+             "config: %s (local grants are added; see beeyard-agent grant)", config.interval,
+             "Python" if isinstance(agent.sampler, PythonSampler) else "C", config.server,
+             ", ".join(config.capabilities) or "none")
     return await agent.run()

@@ -1,10 +1,10 @@
 """The agent's sampler: the C one where it is built and this host suits it, else the
 Python collectors, which give the same values for about twice the CPU.
 
-Either one, once a sample interval, ``sample(key)`` returns the ``sample`` frame
-(masked with ``key`` and ready to send, or bare msgpack without one) and the
-summary of the minute that sample closed, if it closed one; ``flush()`` returns
-the partial minute at shutdown. The C sampler (``collectors.native``) is used
+Either one, once a sample interval, ``sample(framed)`` returns the ``sample``
+frame (a masked WebSocket frame ready to send, or bare msgpack) and the summary
+of the minute that sample closed, if it closed one; ``flush()`` returns the
+partial minute at shutdown. The C sampler (``collectors.native``) is used
 when its extension module was built at install time and the host has no NVIDIA
 GPU (GPU metrics come through NVML's Python binding). If it fails (an unexpected
 /proc, a device whose stat file vanished, a frame failing the schema check),
@@ -30,7 +30,7 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 
 class HostSampler(Protocol):
-    def sample(self, key: bytes | None = None, ts: float | None = None,
+    def sample(self, framed: bool = False, ts: float | None = None,
                now: float | None = None) -> tuple[bytes, dict[str, Any] | None]: ...
 
     def flush(self) -> dict[str, Any] | None: ...
@@ -77,14 +77,14 @@ class PythonSampler:
         self.sampler = Sampler(collectors)
         self.aggregator = MinuteAggregator()
 
-    def sample(self, key: bytes | None = None, ts: float | None = None,
+    def sample(self, framed: bool = False, ts: float | None = None,
                now: float | None = None) -> tuple[bytes, dict[str, Any] | None]:
         reading = self.sampler.sample(ts, now)
         local = reading.local
         done = self.aggregator.add(reading.ts, row(reading), local.get("net_rx_delta", 0.0),
                                    local.get("net_tx_delta", 0.0))
         data = _packer.pack({"t": "sample", "b": {"ts": reading.ts, "metrics": reading.metrics}})
-        return (data if key is None else websocket.binary_frame(data, key)), done
+        return (websocket.binary_frame(data) if framed else data), done
 
     def flush(self) -> dict[str, Any] | None:
         return self.aggregator.flush()

@@ -119,14 +119,9 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     return _encode((0x80 | opcode) if fin else opcode, payload, _keys.take())
 
 
-def binary_frame(payload: bytes, key: bytes) -> bytes:
-    """A final binary frame masked with ``key`` (from ``mask_key``)."""
-    return _encode(0x82, payload, key)
-
-
-def mask_key() -> bytes:
-    """A fresh masking key, for a frame built elsewhere (the C sampler frames its own)."""
-    return _keys.take()
+def binary_frame(payload: bytes, key: bytes | None = None) -> bytes:
+    """A final binary frame, masked with a fresh key unless one is given (tests)."""
+    return _encode(0x82, payload, _keys.take() if key is None else key)
 
 
 def encode_frame_py(opcode: int, payload: bytes, *, fin: bool = True,

@@ -210,6 +210,17 @@ class Schema:
             object.__setattr__(self, "_fast_checks", fast)
         return fast(data)
 
+    def prepare(self) -> None:
+        """Generate the fast paths of this map and the maps inside it now, not at first
+        use: a long-running process that checks a frame type once a minute would
+        otherwise pay the compile (milliseconds) in its steady state."""
+        if self._fast_checks is None:
+            object.__setattr__(self, "_fast_checks", _generate(self))
+        for f in self.fields:
+            for inner in (f.schema, f.items.schema if f.items is not None else None):
+                if inner is not None:
+                    inner.prepare()
+
     def validate(self, data: object, prefix: str = "", *, strict: bool = False) -> dict[str, Any]:
         """Return a new dict holding only declared fields, checked and defaulted.
 

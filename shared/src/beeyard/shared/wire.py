@@ -93,6 +93,12 @@ def _compact_field(value: Any, field: Field) -> Any:
 _native: Any = None  # native.decoder() once the frame types are declared (frames.py)
 
 
+def prepare(*frame_types: str) -> None:
+    """Build the schema checks of these frame types now (see ``Schema.prepare``)."""
+    for frame_type in frame_types:
+        _REGISTRY[frame_type].prepare()
+
+
 def compile_hot_frames() -> None:
     """Build the compiled decoder of the hot frame types, where msgspec is installed;
     once per process (every app the server or a test creates asks)."""

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -252,6 +253,9 @@ typedef struct {
     int64_t minute;
     uint64_t minute_samples, minute_rows, count[NAMES];
     double sum[NAMES], low[NAMES], high[NAMES], rx_moved, tx_moved;
+    /* WebSocket masking keys, 64 per getrandom call (as websocket._MaskKeys) */
+    unsigned char keys[256];
+    size_t next_key;
 } Sampler;
 
 /* -- cpu: /proc/stat ----------------------------------------------------------------- */
@@ -798,6 +802,7 @@ static int Sampler_init(Sampler *s, PyObject *args, PyObject *kwargs) {
     s->names = Py_NewRef(summary_names);
     s->net_at = now;
     s->disks_at = NAN;
+    s->next_key = sizeof s->keys;
     /* the first readings, so that the first sample already has real rates */
     double total;
     if (cpu_collect(s, &s->out, &total, 0) < 0 || net_read(s) < 0 || net_classify(s) < 0)
@@ -1010,19 +1015,31 @@ static PyObject *Sampler_set_process_offset(Sampler *s, PyObject *offset) {
     Py_RETURN_NONE;
 }
 
-/* sample(ts, now, listed, key) -> (frame, summary). ``listed``: the process count where
-   it is counted by listing /proc, else -1 (from /proc's link count). ``key``: a 4-byte
-   WebSocket masking key to get the frame ready to send, or None for the bare msgpack.
-   ``summary``: the minute that this sample closed, or None. */
+/* A fresh masking key: unpredictable, as RFC 6455 §5.3 asks. */
+static const unsigned char *masking_key(Sampler *s) {
+    if (s->next_key >= sizeof s->keys) {
+        if (getrandom(s->keys, sizeof s->keys, 0) != (ssize_t)sizeof s->keys) {
+            cannot_read("the kernel's random numbers");
+            return NULL;
+        }
+        s->next_key = 0;
+    }
+    s->next_key += 4;
+    return s->keys + s->next_key - 4;
+}
+
+/* sample(ts, now, listed, framed) -> (frame, summary). ``listed``: the process count where
+   it is counted by listing /proc, else -1 (from /proc's link count). ``framed``: true for
+   a masked WebSocket frame ready to send, false for the bare msgpack. ``summary``: the
+   minute that this sample closed, or None. */
 static PyObject *Sampler_sample(Sampler *s, PyObject *const *args, Py_ssize_t nargs) {
     if (!s->ready) return PyErr_Format(PyExc_RuntimeError, "Sampler.__init__ has not run");
-    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "sample(ts, now, listed, key)");
+    if (nargs != 4) return PyErr_Format(PyExc_TypeError, "sample(ts, now, listed, framed)");
     double ts = PyFloat_AsDouble(args[0]), now = PyFloat_AsDouble(args[1]);
     long long listed = PyLong_AsLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
-    PyObject *key = args[3];
-    if (key != Py_None && (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) != 4))
-        return PyErr_Format(PyExc_ValueError, "the masking key is 4 bytes or None");
+    int framed = PyObject_IsTrue(args[3]);
+    if (framed < 0) return NULL;
     uint64_t processes;
     if (listed >= 0) {
         processes = (uint64_t)listed;
@@ -1062,13 +1079,15 @@ static PyObject *Sampler_sample(Sampler *s, PyObject *const *args, Py_ssize_t na
     const int present[NAMES] = {1, 1, 1, 1, 1, 1, 1, has_disk, 1, 1, 1, 1, 1, 1, 1,
                                 has_hottest, 0, 0};
     PyObject *frame;
-    if (key == Py_None) {
+    if (!framed) {
         frame = PyBytes_FromStringAndSize((const char *)out->data, (Py_ssize_t)out->len);
     } else {
+        const unsigned char *key = masking_key(s);
+        if (key == NULL) return NULL;
         frame = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)frame_size(out->len));
         if (frame != NULL)
             frame_write((unsigned char *)PyBytes_AS_STRING(frame), 0x82, out->data, out->len,
-                        (const unsigned char *)PyBytes_AS_STRING(key));
+                        key);
     }
     if (frame == NULL) return NULL;
     PyObject *done = minute_add(s, ts, row, present, net[2], net[3]);
@@ -1084,7 +1103,7 @@ static PyObject *Sampler_sample(Sampler *s, PyObject *const *args, Py_ssize_t na
 
 static PyMethodDef Sampler_methods[] = {
     {"sample", (PyCFunction)(void (*)(void))Sampler_sample, METH_FASTCALL,
-     "sample(ts, now, listed, key) -> (frame, summary of the minute it closed or None)"},
+     "sample(ts, now, listed, framed) -> (frame, summary of the minute it closed or None)"},
     {"flush", (PyCFunction)Sampler_flush, METH_NOARGS,
      "flush() -> the current, possibly partial, minute's summary or None; starts empty"},
     {"set_process_offset", (PyCFunction)Sampler_set_process_offset, METH_O,

@@ -119,11 +119,11 @@ class NativeSampler:
                 old.close()
             self._sensors = [file for _, file in found]
 
-    def sample(self, key: bytes | None = None, ts: float | None = None,
+    def sample(self, framed: bool = False, ts: float | None = None,
                now: float | None = None) -> tuple[bytes, dict[str, Any] | None]:
-        """(the sample frame, masked with ``key`` and ready to send, or bare msgpack
-        without one; the summary of the minute this sample closed, or None).
-        ``ts``, ``now``: the wall and monotonic clocks, read here unless given (tests)."""
+        """(the sample: a masked WebSocket frame ready to send if ``framed``, else bare
+        msgpack; the summary of the minute this sample closed, or None). ``ts``, ``now``:
+        the wall and monotonic clocks, read here unless given (tests)."""
         if ts is None:
             ts = time.time()
         if now is None:
@@ -131,7 +131,7 @@ class NativeSampler:
         if now - self._plan_at >= _PLAN_EVERY or now < self._plan_at:
             self._plan(now)
         listed = -1 if self._offset is not None else processes.count_listing(self._proc)
-        return self._c.sample(ts, now, listed, key)
+        return self._c.sample(ts, now, listed, framed)
 
     def flush(self) -> dict[str, Any] | None:
         """The current, possibly partial, minute's summary (at shutdown)."""
