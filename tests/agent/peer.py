@@ -23,6 +23,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from beeyard.shared import wire
 class Received:
     conn: int
     frame: wire.Frame
+    at: float = field(default_factory=time.monotonic)  # when the peer decoded it
 
 
 @dataclass

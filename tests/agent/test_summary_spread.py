@@ -102,3 +102,9 @@ async def test_the_agent_holds_a_just_closed_minute_until_its_point(
     assert due - 0.2 <= at <= due + 2.5, f"sent {at - due:+.2f} s from its point"
     # live samples flowed while it waited: the hold is not a stalled link
     assert len([r for r in peer.frames if r.frame.type == "sample"]) >= 2
+    # and it went out in a sample's wake-up, right after that sample, not on a timer of
+    # its own (samples are a second apart)
+    index = next(i for i, r in enumerate(peer.frames) if r.frame.type == "summary")
+    before = peer.frames[index - 1]
+    assert before.frame.type == "sample"
+    assert peer.frames[index].at - before.at < 0.3

@@ -70,6 +70,11 @@ class LinkLost(Exception):
     """This session is over; the link loop reconnects."""
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _pack_unchecked(frame_type: str, body: dict[str, Any]) -> bytes:
     """A ``ping`` or ``pong`` packed in ``wire.encode``'s layout without its schema
     check (~50 µs cold, twice every heartbeat): their one field is a float taken
@@ -162,6 +167,8 @@ class Link:
         self._heartbeat = 5.0
         self._last_rx = 0.0  # loop time of the last frame received on this session
         self._last_sample = 0.0  # loop time of the last live sample sent
+        # (loop time, future): the replay's wait for the first sample sent after that time
+        self._after_sample: tuple[float, asyncio.Future[None]] | None = None
         self._next_ping = 0.0
         self._beat_timer: asyncio.TimerHandle | None = None
         # what hello said we allow, and the watch for changes after it (grants.py)
@@ -186,6 +193,9 @@ class Link:
             self._last_sample = now = self._loop.time()
             if now >= self._next_ping:
                 self._beat(fallback=False)  # on this sample's wake-up, not one of its own
+            after = self._after_sample
+            if after is not None and now >= after[0]:
+                _resolve(after[1])  # a held summary goes out on this wake-up too
         watch = self._capabilities
         if watch is not None:
             changed = watch.poll()
@@ -495,6 +505,21 @@ class Link:
             return 0.0
         return self.spread_offset - closed_for
 
+    async def _sleep_to_a_sample(self, delay: float) -> None:
+        """Sleep ``delay`` seconds, ending with the first live sample sent after them, so
+        that a held summary goes out in that sample's wake-up, caches warm, rather than
+        in a cold one of its own once a minute. A timer an interval later ends it when
+        samples do not flow (not connected long enough, a failing sampler)."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        self._after_sample = (loop.time() + delay, woken)
+        timer = loop.call_later(delay + self.config.interval + 1.0, _resolve, woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            self._after_sample = None
+
     async def _replay(self, ws: websocket.WebSocket) -> None:
         """Send every spooled summary not yet sent on this link, oldest first, at a
         bounded rate; then wait for new ones. A merged entry (new version) is resent."""
@@ -513,7 +538,7 @@ class Link:
                 continue
             delay = self._spread_delay(todo)
             if delay > 0:
-                await asyncio.sleep(delay)
+                await self._sleep_to_a_sample(delay)
                 continue  # look again: an ack or a merged entry may have come meanwhile
             if len(todo) > 1:
                 log.info("replaying %d spooled minute summaries", len(todo))
