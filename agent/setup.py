@@ -9,7 +9,9 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[
     Extension("beeyard.agent.collectors._native", ["src/beeyard/agent/collectors/_native.c"],
-              optional=True, extra_compile_args=["-O2"]),
+              depends=["src/beeyard/agent/frame.h"], optional=True,
+              extra_compile_args=["-O2"]),
     Extension("beeyard.agent._frame", ["src/beeyard/agent/_frame.c"],
-              optional=True, extra_compile_args=["-O2"]),
+              depends=["src/beeyard/agent/frame.h"], optional=True,
+              extra_compile_args=["-O2"]),
 ])
