@@ -314,14 +314,15 @@ def test_an_unreadable_source_hands_sampling_to_the_python_collectors(
     with pytest.raises(ValueError, match="unexpected content in /proc/stat") as failed:
         sampler.sample()
     with caplog.at_level(logging.WARNING, "beeyard.agent.sampling"):
-        python, partial = fall_back(sampler, str(failed.value), host.paths)
+        python = fall_back(sampler, str(failed.value), host.paths)
     assert "sampling with the Python collectors from now on" in caplog.text
-    assert partial is not None and partial["samples"] == 1
     data, _ = python.sample()  # /proc/stat still garbage: its keys fall back
     assert wire.decode(data).body["metrics"]["cpu"] == 0.0
     host.write()
     data, _ = python.sample()
     assert wire.decode(data).type == "sample"
+    summary = python.flush()  # the C sampler's sample and the Python ones: one minute
+    assert summary is not None and summary["samples"] == 3
 
 
 def test_a_host_without_sysfs_disk_stats_is_sampled_in_python(host: FakeHost) -> None:
@@ -378,7 +379,8 @@ def test_mangled_files_never_crash_the_c_sampler(host: FakeHost, source: str,
 async def test_the_daemon_goes_on_with_the_python_collectors(
         host: FakeHost, tmp_path: Path) -> None:
     """Agent.tick with the C sampler on the fake host: when it raises, the daemon swaps
-    in the Python sampler and spools the C sampler's part of the minute; sampling goes on."""
+    in the Python sampler, which carries on the C sampler's minute, so the minute is
+    summarised once and whole."""
     from beeyard.agent import config
     from beeyard.agent.daemon import Agent
     from beeyard.agent.spool import Spool
@@ -397,14 +399,22 @@ async def test_the_daemon_goes_on_with_the_python_collectors(
     (host.proc / "stat").write_text("cpu  this is not a number\n")
     agent.tick()
     assert isinstance(agent.sampler, PythonSampler)
-    assert len(spool) == 1  # the two samples the C sampler took this minute
-    (minute,) = spool.pending()
-    body = spool.get_body(minute)
-    assert body is not None and body["samples"] == 2
+    assert len(spool) == 0  # nothing sent mid-minute: the server keeps a minute's first
     host.write()
     agent.tick()
     summary = agent.sampler.flush()
-    assert summary is not None and summary["samples"] == 1
+    assert summary is not None and summary["samples"] == 3  # two from C, one from Python
+
+
+def test_a_carried_minute_goes_out_alone_when_the_next_one_has_begun(host: FakeHost) -> None:
+    native = NativeSampler(host.paths)
+    t0 = time.monotonic()
+    native.sample(False, 1_800_000_030.0, t0)
+    python = fall_back(native, "a test", host.paths)
+    _, done = python.sample(False, 1_800_000_075.0, t0 + 1)  # the next minute already
+    assert done is not None and done["minute"] == 1_800_000_000 and done["samples"] == 1
+    _, done = python.sample(False, 1_800_000_140.0, t0 + 2)
+    assert done is not None and done["minute"] == 1_800_000_060 and done["samples"] == 1
 
 
 def test_sampling_and_replanning_do_not_leak(host: FakeHost) -> None:

@@ -95,8 +95,7 @@ class Agent:
         self.link.send_live(data)
 
     def _fall_back(self, reason: str) -> None:
-        self.sampler, partial = sampling.fall_back(self.sampler, reason)
-        self._store(partial)  # the C sampler's part of this minute; the spool merges the rest
+        self.sampler = sampling.fall_back(self.sampler, reason)
 
     def _on_tick(self) -> None:
         """The sampling clock: a plain timer callback, not a task, because at one

@@ -21,7 +21,7 @@ import msgpack
 
 from beeyard.agent import websocket
 from beeyard.agent.collectors import HOST, Paths, Reading, Sampler, default_collectors
-from beeyard.agent.summary import MinuteAggregator
+from beeyard.agent.summary import MinuteAggregator, merge
 
 log = logging.getLogger("beeyard.agent.sampling")
 
@@ -73,9 +73,14 @@ class PythonSampler:
     """The collectors' reading, summarised by ``MinuteAggregator`` and packed without
     the schema check (the daemon checks one sample a minute: ``daemon.CHECK_EVERY``)."""
 
-    def __init__(self, collectors: list[Any] | None = None) -> None:
+    def __init__(self, collectors: list[Any] | None = None,
+                 carry: dict[str, Any] | None = None) -> None:
+        """``carry``: the summary so far of a minute another sampler began (``fall_back``),
+        merged into this one's summary of that minute, so that the minute goes out once
+        and whole (the server keeps the first summary of a minute it is sent)."""
         self.sampler = Sampler(collectors)
         self.aggregator = MinuteAggregator()
+        self._carry = carry
 
     def sample(self, framed: bool = False, ts: float | None = None,
                now: float | None = None) -> tuple[bytes, dict[str, Any] | None]:
@@ -83,11 +88,24 @@ class PythonSampler:
         local = reading.local
         done = self.aggregator.add(reading.ts, row(reading), local.get("net_rx_delta", 0.0),
                                    local.get("net_tx_delta", 0.0))
+        carry = self._carry
+        if carry is not None and (done is not None
+                                  or int(reading.ts // 60) * 60 != carry["minute"]):
+            done = self._with_carry(done)
         data = _packer.pack({"t": "sample", "b": {"ts": reading.ts, "metrics": reading.metrics}})
         return (websocket.binary_frame(data) if framed else data), done
 
+    def _with_carry(self, done: dict[str, Any] | None) -> dict[str, Any] | None:
+        carry, self._carry = self._carry, None
+        if carry is None or done is None:
+            return carry or done
+        if done["minute"] == carry["minute"]:
+            return merge(carry, done)
+        self._carry = carry  # another minute (a clock step): the carried one goes out next
+        return done
+
     def flush(self) -> dict[str, Any] | None:
-        return self.aggregator.flush()
+        return self._with_carry(self.aggregator.flush())
 
     def close(self) -> None:
         pass
@@ -112,12 +130,11 @@ def open_sampler(paths: Paths = HOST) -> HostSampler:
     return PythonSampler(default_collectors(paths))
 
 
-def fall_back(failed: HostSampler, reason: str, paths: Paths = HOST
-              ) -> tuple[PythonSampler, dict[str, Any] | None]:
-    """The Python sampler to go on with, and the failed one's partial minute to keep."""
+def fall_back(failed: HostSampler, reason: str, paths: Paths = HOST) -> PythonSampler:
+    """The Python sampler to go on with, carrying the failed one's minute so far."""
     log.warning("the C sampler stopped (%s); sampling with the Python collectors from now on",
                 reason)
-    python = PythonSampler(default_collectors(paths))
-    partial = failed.flush()
+    collectors = default_collectors(paths)
+    python = PythonSampler(collectors, carry=failed.flush())
     failed.close()
-    return python, partial
+    return python

@@ -138,6 +138,11 @@ class MountWatch:
         self._polled_at = now
         return bool(self._poll.poll(0))
 
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = self._poll = None
+
     def refresh(self, now: float) -> bool:
         """Re-read the table if it may have changed; True when ``mounts`` was re-read."""
         if not self._changed(now):

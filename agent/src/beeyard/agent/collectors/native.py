@@ -56,7 +56,11 @@ class NativeSampler:
                        ProcFile(f"{proc}/meminfo"), ProcFile(f"{proc}/net/dev"),
                        ProcFile(f"{proc}/net/sockstat"), ProcFile(f"{proc}/net/sockstat6")]
         fds = [file.fileno() for file in self._files]
-        self._virtual_net = -1
+        self._virtual_net = self._proc_fd = -1
+        self._disks: list[tuple[str, ProcFile]] = []
+        self._sensors: list[ProcFile] = []
+        self._stale: list[ProcFile] = []
+        self._mounts = filesystems.MountWatch(f"{proc}/self/mounts")
         try:
             for file, fd in zip(self._files[:5], fds, strict=False):  # sockstat6: IPv6 may be off
                 if fd < 0:
@@ -66,16 +70,14 @@ class NativeSampler:
                                             os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             now = time.monotonic()
             self._processes = processes.ProcessesCollector(proc)
+            self._proc_fd = self._processes.fileno()
             self._c = _native.Sampler(fds[0], fds[1], fds[2], fds[3], fds[4], fds[5],
                                       self._virtual_net, self._processes.fileno(),
                                       processes.UptimeCollector().boot, now, SUMMARY_NAMES)
             self._proc = proc
             self._offset: int | None = None
-            self._mounts = filesystems.MountWatch(f"{proc}/self/mounts")
             self._sys_block = f"{sys}/block"
             self._sys_class = f"{sys}/class"
-            self._disks: list[tuple[str, ProcFile]] = []
-            self._sensors: list[ProcFile] = []
             self._disks_at = self._sensors_at = float("-inf")
             self._plan_at = float("-inf")
             self._plan(now, first=True)
@@ -103,21 +105,26 @@ class NativeSampler:
             stats = diskio.open_stats(self._sys_block, report)
             if stats is None:
                 raise OSError(f"a device's stat file under {self._sys_block} cannot be read")
+            # the old files stay open until the C side has the new list (close() closes
+            # both lists if setting it fails)
+            self._stale, self._disks = [f for _, f in self._disks], stats
             self._c.set_disks([(name.encode(), _packed(device=name[:255]), file.fileno(),
                                 name in physical) for name, file in stats],
                               now if first else None)
-            for _, old in self._disks:
-                old.close()
-            self._disks = stats
+            self._close_stale()
         if now - self._sensors_at >= _SENSORS_EVERY:
             self._sensors_at = now
             found = [(s.label, ProcFile(s.path, size=64))
                      for s in temperatures.discover(self._sys_class)[:256]]
+            self._stale, self._sensors = self._sensors, [file for _, file in found]
             self._c.set_sensors([(_packed(label=label), file.fileno())
                                  for label, file in found if file.fileno() >= 0])
-            for old in self._sensors:
-                old.close()
-            self._sensors = [file for _, file in found]
+            self._close_stale()
+
+    def _close_stale(self) -> None:
+        for file in self._stale:
+            file.close()
+        self._stale = []
 
     def sample(self, framed: bool = False, ts: float | None = None,
                now: float | None = None) -> tuple[bytes, dict[str, Any] | None]:
@@ -138,10 +145,14 @@ class NativeSampler:
         return self._c.flush()
 
     def close(self) -> None:
-        """Close every file; the sampler is not to be used after this."""
-        for file in self._files + [f for _, f in getattr(self, "_disks", ())] + getattr(
-                self, "_sensors", []):
+        """Close every file. The C side goes first: it must never read a descriptor
+        number that is closed, and perhaps reused, below."""
+        self.__dict__.pop("_c", None)
+        for file in self._files + [f for _, f in self._disks] + self._sensors + self._stale:
             file.close()
-        if self._virtual_net >= 0:
-            os.close(self._virtual_net)
-            self._virtual_net = -1
+        self._disks, self._sensors, self._stale = [], [], []
+        for fd in (self._virtual_net, self._proc_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._virtual_net = self._proc_fd = -1
+        self._mounts.close()
