@@ -249,7 +249,7 @@ def test_the_c_frame_encoder_gives_the_python_encoders_bytes() -> None:
                                 (websocket.OP_TEXT, True)):
                 first = (0x80 if fin else 0) | opcode
                 assert _frame.encode(first, payload, key) == websocket.encode_frame_py(
-                    opcode, payload, fin=fin, key=key)
+                    first, payload, key)
         assert _frame.encode(0x82, memoryview(payload), b"abcd") == _frame.encode(
             0x82, payload, b"abcd")
     with pytest.raises(ValueError, match="4 bytes"):

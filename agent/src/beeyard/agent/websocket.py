@@ -124,11 +124,9 @@ def binary_frame(payload: bytes, key: bytes | None = None) -> bytes:
     return _encode(0x82, payload, _keys.take() if key is None else key)
 
 
-def encode_frame_py(opcode: int, payload: bytes, *, fin: bool = True,
-                    key: bytes | None = None) -> bytes:
-    """The same frame in Python: the fallback, and the reference ``_frame`` is tested
-    against (``key``: a given masking key, for that test)."""
-    first = (0x80 | opcode) if fin else opcode
+def encode_frame_py(first: int, payload: bytes, key: bytes) -> bytes:
+    """``_frame.encode`` in Python: the fallback, and the reference it is tested
+    against. ``first``: the first header byte (FIN and opcode)."""
     n = len(payload)
     if n < 126:
         head = bytes((first, 0x80 | n))
@@ -136,18 +134,13 @@ def encode_frame_py(opcode: int, payload: bytes, *, fin: bool = True,
         head = _HEAD16(first, 0x80 | 126, n)
     else:
         head = _HEAD64(first, 0x80 | 127, n)
-    key = _keys.take() if key is None else key
     return head + key + _mask(payload, key)
-
-
-def _encode_py(first: int, payload: bytes, key: bytes) -> bytes:
-    return encode_frame_py(first & 0x0F, payload, fin=bool(first & 0x80), key=key)
 
 
 try:
     from beeyard.agent._frame import encode as _encode
 except ImportError:  # not built here (no C compiler at install): the same bytes, slower
-    _encode = _encode_py
+    _encode = encode_frame_py
 
 
 _HEAD16 = struct.Struct("!BBH").pack

@@ -40,6 +40,7 @@ class Paths(NamedTuple):
 
 HOST = Paths()  # this host's own
 
+
 def default_collectors(paths: Paths = HOST) -> list[Collector]:
     """Every collector this host supports. Imports stay here so a caller that only
     needs host facts does not pay for them."""

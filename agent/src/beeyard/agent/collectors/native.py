@@ -72,7 +72,7 @@ class NativeSampler:
             self._processes = processes.ProcessesCollector(proc)
             self._proc_fd = self._processes.fileno()
             self._c = _native.Sampler(fds[0], fds[1], fds[2], fds[3], fds[4], fds[5],
-                                      self._virtual_net, self._processes.fileno(),
+                                      self._virtual_net, self._proc_fd,
                                       processes.UptimeCollector().boot, now, SUMMARY_NAMES)
             self._proc = proc
             self._offset: int | None = None
