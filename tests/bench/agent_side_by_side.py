@@ -4,19 +4,19 @@ Usage (from the repository root)::
 
     python tests/bench/agent_side_by_side.py REV [SECONDS]
 
-The agent's CPU per sample is at the mercy of whatever else runs on the machine
-(on a shared 2-core VM it moved between 0.8 and 1.2 ms from one run to the
-next), so a before/after comparison is only fair when both run at once. This
-starts one ``beeyard-server``, enrolls two agents through the API, runs the
-working tree's agent and ``git archive REV agent/src`` (imported first through
-``sys.path``) at the default 1 s interval, out of phase (so that one's sample
+The agent's CPU per sample is at the mercy of whatever else runs on the machine (on a
+shared 2-core VM it moved between 0.8 and 1.2 ms from one run to the next), so a
+before/after comparison is only fair when both run at once. This starts one
+``beeyard-server``, enrolls two agents through the API, runs the working tree's agent
+and ``git archive REV agent`` (its C modules built in place when it has them; imported first
+through ``sys.path``) at the default 1 s interval, out of phase (so that one's sample
 never warms the caches for the other's). Beside them run floor processes that wake
 once a second and do only that, or also make the agent's reads, or the reads and a
-sample-sized send over loopback, in Python on an asyncio timer as the agent does;
-when a C compiler is found, the first and the last again in C, and a prototype
-sampler written in C and called from the same asyncio timer. It prints each one's
-CPU per second from ``/proc/PID/schedstat`` (nanoseconds) over SECONDS (default
-300) after a 15 s warm-up. Every process started here is stopped by its PID.
+sample-sized send over loopback, in Python on an asyncio timer as the agent does; when
+a C compiler is found, the first and the last again in C, and a prototype sampler
+written in C and called from the same asyncio timer. It prints each one's CPU per
+second from ``/proc/PID/schedstat`` (nanoseconds) over SECONDS (default 300) after a
+15 s warm-up. Every process started here is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import glob
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -145,15 +146,37 @@ def floors(work: Path, reads: str, port: int) -> dict[str, list[str]]:
     return found
 
 
+def build_c_modules(agent: Path) -> None:
+    """Build REV's optional C modules in place, as ``pip install`` would (from 5ebe190
+    on: the C sampler), so that both agents run what a user would get on this machine.
+    With the compiler directly, as for the floors: REV's setup.py may want another
+    setuptools than this environment's."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    headers = sysconfig.get_paths()["include"]
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    src = agent / "src" / "beeyard" / "agent"
+    for source in (src / "_frame.c", src / "collectors" / "_native.c"):
+        if not source.exists():
+            continue  # a revision before this module
+        if cc is None:
+            print(f"no C compiler: the old revision runs without {source.name}")
+            continue
+        subprocess.run([cc, "-O2", "-shared", "-fPIC", f"-I{headers}", f"-I{src}", "-o",
+                        str(source.with_suffix(suffix)), str(source)], check=True)
+
+
 def main() -> None:
     rev = sys.argv[1]
+    # stopped early (SIGTERM): still stop every process started here, in the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 300.0
     work = Path(tempfile.mkdtemp(prefix="beeyard-side-by-side-"))
     work.chmod(0o711)
-    archive = subprocess.run(["git", "archive", rev, "agent/src"], capture_output=True,
+    archive = subprocess.run(["git", "archive", rev, "agent"], capture_output=True,
                              check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(work / "old", filter="data")
+    build_c_modules(work / "old" / "agent")
     (work / "old.py").write_text(LAUNCHER.format(src=str(work / "old" / "agent" / "src")))
     variants = {rev: [sys.executable, str(work / "old.py")],
                 "working tree": [sys.executable, "-m", "beeyard.agent.cli"]}
