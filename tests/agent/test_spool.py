@@ -84,6 +84,29 @@ def test_recent_entries_read_from_memory_are_the_files_on_disk(tmp_path: Path) -
     assert not spool._path(BASE + 660).exists()
 
 
+def test_a_new_entry_is_named_whole_and_the_fallback_writes_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new minute is an unnamed file linked under its name (O_TMPFILE), one fsync; a
+    merge, or a filesystem without O_TMPFILE, replaces through a temp file and a rename.
+    Both leave the same bytes, mode 0600, and nothing else in the directory."""
+    from beeyard.agent import spool as spool_module
+
+    spool = Spool(tmp_path / "a")
+    with monkeypatch.context() as patch:  # proof that the new entry took the other way
+        patch.setattr(spool_module, "write_atomic", None)
+        spool.put(summary(BASE))
+    other = Spool(tmp_path / "b")
+    other._close_dir()  # as on a filesystem without O_TMPFILE
+    other.put(summary(BASE))
+    for s in (spool, other):
+        path = s._path(BASE)
+        assert path.read_bytes() == s.get(BASE) == wire.encode("summary", summary(BASE))
+        assert stat_mode(path) == 0o600
+        assert sorted(p.name for p in s.directory.iterdir()) == [path.name]
+    spool.close()
+    other.close()
+
+
 def test_corrupt_entries_and_leftover_temp_files(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.put(summary(BASE))

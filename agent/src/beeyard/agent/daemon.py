@@ -16,6 +16,7 @@ import asyncio
 import gc
 import logging
 import signal
+import time
 from typing import Any
 
 from beeyard.agent import sampling, websocket
@@ -57,8 +58,11 @@ class Agent:
         self.spool_changed.set()
         return int(summary["minute"])
 
-    def tick(self) -> None:
-        """One sample: collect and summarise, send live if connected."""
+    def tick(self, now: float | None = None) -> None:
+        """One sample: collect and summarise, send live if connected. ``now``: the
+        monotonic clock (the event loop's time), read here unless given."""
+        if now is None:
+            now = time.monotonic()
         self.samples += 1
         live = self.link.ws is not None
         # Checking every sample against its schema would cost ~0.18 ms of CPU a second, a
@@ -68,7 +72,7 @@ class Agent:
         check = live and (self._check_all or self.samples % CHECK_EVERY == 1)
         try:
             # unchecked, the sampler frames it itself: one call fewer, cold
-            data, done = self.sampler.sample(live and not check)
+            data, done = self.sampler.sample(live and not check, None, now)
         except (OSError, ValueError) as exc:
             if isinstance(self.sampler, PythonSampler):
                 raise  # its collectors fall back one by one: this is a bug
@@ -92,27 +96,29 @@ class Agent:
             data = websocket.binary_frame(data)
         elif len(data) > wire.MAX_FRAME:
             return
-        self.link.send_live(data)
+        self.link.send_live(data, now)
 
     def _fall_back(self, reason: str) -> None:
         self.sampler = sampling.fall_back(self.sampler, reason)
 
     def _on_tick(self) -> None:
         """The sampling clock: a plain timer callback, not a task, because at one
-        sample a second the event loop's own per-wake-up cost counts too."""
-        if self.stop.is_set():
-            return
-        try:
-            self.tick()
-        except Exception:  # a bug must not stop sampling: say where, go on
-            log.exception("sampling failed")
+        sample a second the event loop's own per-wake-up cost counts too. It reads the
+        clock once for the sampler, the link and the next tick. No check for a stop:
+        ``run`` cancels the timer as soon as it resumes, and a tick before that is an
+        ordinary sample that the final summary includes."""
         loop = self._loop  # not get_running_loop(): it makes a getpid system call
         assert loop is not None
-        self._due += self.config.interval
         now = loop.time()
-        if self._due <= now:  # suspended or overloaded: skip the missed ticks
-            self._due = now + self.config.interval
-        self._timer = loop.call_at(self._due, self._on_tick)
+        try:
+            self.tick(now)
+        except Exception:  # a bug must not stop sampling: say where, go on
+            log.exception("sampling failed")
+        due = self._due + self.config.interval
+        if due <= now:  # suspended or overloaded: skip the missed ticks
+            due = now + self.config.interval
+        self._due = due
+        self._timer = loop.call_at(due, self._on_tick)
 
     async def run(self) -> int:
         loop = self._loop = asyncio.get_running_loop()

@@ -391,22 +391,20 @@ class CapabilityWatch:
     """Notices that the effective set changed while the agent is connected (a grant
     given, revoked, or expired), so the link can tell the server at once.
 
-    Asked on every live sample rather than on a timer of its own: a wake-up costs the
-    agent more than the check. A check is a ``stat`` of the grants file at most every
-    ``every`` seconds; the file is read again only when it changed or when the earliest
-    grant expiry has passed.
+    Asked by the link on a live sample's wake-up every few seconds rather than on a
+    timer of its own: a wake-up costs the agent more than the check. A check is a
+    ``stat`` of the grants file; the file is read again only when it changed or when
+    the earliest grant expiry has passed.
     """
 
-    def __init__(self, config: AgentConfig, reported: list[str], every: float = 2.0,
+    def __init__(self, config: AgentConfig, reported: list[str],
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.reported = reported
-        self.every = every
         self._clock = clock
         self._path = None if config.path is None else grants_path(config.path)
         self._stamp = self._stat()
         self._due = self._expiry()
-        self._checked = clock()
 
     def _stat(self) -> tuple[int, int, int] | None:
         if self._path is None:
@@ -433,10 +431,9 @@ class CapabilityWatch:
 
     def poll(self) -> list[str] | None:
         """The new capability list if it differs from the last one reported, else None."""
-        now = self._clock()
-        if self._path is None or now - self._checked < self.every:
+        if self._path is None:
             return None
-        self._checked = now
+        now = self._clock()
         stamp = self._stat()
         if stamp == self._stamp and now < self._due:
             return None

@@ -58,6 +58,7 @@ WELCOME_TIMEOUT = 30.0
 STABLE_LINK = 30.0  # seconds up before the backoff starts again from 1 s
 DEAD_AFTER = 3  # heartbeat intervals without any frame
 LIVE_BUFFER_LIMIT = 256 * 1024  # bytes queued before live samples are dropped
+CAPABILITIES_EVERY = 2.0  # seconds between checks for grants given, revoked or expired
 _OPERATION_FRAMES = frozenset({"request", "data", "credit", "signal", "cancel"})
 
 
@@ -171,40 +172,60 @@ class Link:
         self._after_sample: tuple[float, asyncio.Future[None]] | None = None
         self._next_ping = 0.0
         self._beat_timer: asyncio.TimerHandle | None = None
-        # what hello said we allow, and the watch for changes after it (grants.py)
+        # what hello said we allow, and the watch for changes after it (grants.py),
+        # asked at this loop time next
         self._capabilities: CapabilityWatch | None = None
+        self._capabilities_at = 0.0
+        self._work_at = 0.0  # loop time: a live sample from then on has more to do
         # the operations the server asked for on this session (operations/)
         self._calls: Dispatcher | None = None
 
     # -- used by the daemon ---------------------------------------------------
 
-    def send_live(self, frame: bytes) -> bool:
+    def send_live(self, frame: bytes, now: float) -> bool:
         """Send a live sample, a whole masked frame (``websocket.binary_frame``), if
         connected and the link keeps up; otherwise drop it (live samples are worth
-        nothing late; summaries carry the history)."""
+        nothing late; summaries carry the history). ``now``: the loop's time, as the
+        daemon read it for this sample."""
         ws = self.ws
-        if ws is None or ws.buffered() > LIVE_BUFFER_LIMIT:
+        if ws is None or not ws.offer_frame(frame, LIVE_BUFFER_LIMIT):
             return False
-        try:
-            ws.send_frame_nowait(frame)  # raises when closed
-        except websocket.WebSocketError:
-            return False
-        if self._loop is not None:
-            self._last_sample = now = self._loop.time()
-            if now >= self._next_ping:
-                self._beat(fallback=False)  # on this sample's wake-up, not one of its own
-            after = self._after_sample
-            if after is not None and now >= after[0]:
-                _resolve(after[1])  # a held summary goes out on this wake-up too
+        self._last_sample = now
+        if now >= self._work_at:
+            self._sample_work(ws, now)
+        return True
+
+    def _sample_work(self, ws: websocket.WebSocket, now: float) -> None:
+        """What rides on a live sample's wake-up rather than on a wake-up of its own
+        (each costs the agent about as much as a sample): the ping when one is due
+        (``_beat``), a held summary's release (``_sleep_to_a_sample``), and the check
+        for changed capabilities every ``CAPABILITIES_EVERY`` seconds. ``send_live``
+        calls it only when one of them is due (``_work_at``): most samples just go."""
+        if now >= self._next_ping and self._loop is not None:
+            self._beat(fallback=False)
+        after = self._after_sample
+        if after is not None and now >= after[0]:
+            _resolve(after[1])
         watch = self._capabilities
-        if watch is not None:
+        if watch is not None and now >= self._capabilities_at:
+            self._capabilities_at = now + CAPABILITIES_EVERY
             changed = watch.poll()
             if changed is not None:
                 log.info("capabilities changed: now %s; telling the server",
                          ", ".join(changed) or "none")
                 with contextlib.suppress(websocket.WebSocketError):
                     ws.send_nowait(wire.encode("capabilities", {"capabilities": changed}))
-        return True
+        self._plan_work()
+
+    def _plan_work(self) -> None:
+        """Set ``_work_at``, the earliest time ``_sample_work`` has something to do."""
+        at = self._next_ping
+        if self._capabilities is not None:
+            at = min(at, self._capabilities_at)
+        after = self._after_sample
+        if after is not None and not after[1].done():
+            at = min(at, after[0])
+        self._work_at = at
 
     async def shutdown(self, final_minute: int | None) -> None:
         """Say goodbye on a clean stop: send the last partial summary, then
@@ -363,6 +384,7 @@ class Link:
         self._last_rx = loop.time()
         self._last_sample = float("-inf")
         self._next_ping = self._last_rx + heartbeat
+        self._capabilities_at = self._last_rx + CAPABILITIES_EVERY
         self._arm()
         from beeyard.agent.operations import Dispatcher
 
@@ -404,6 +426,7 @@ class Link:
         slack = 1.5 * interval if interval < heartbeat else 0.0
         due = min(self._next_ping + slack, self._last_rx + DEAD_AFTER * heartbeat)
         self._beat_timer = self._loop.call_at(due, self._beat)
+        self._plan_work()  # the ping may have moved
 
     def _samples_flow(self, now: float) -> bool:
         """Whether samples tell the server we are here: they go out more often than
@@ -512,7 +535,9 @@ class Link:
         samples do not flow (not connected long enough, a failing sampler)."""
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
-        self._after_sample = (loop.time() + delay, woken)
+        at = loop.time() + delay
+        self._after_sample = (at, woken)
+        self._work_at = min(self._work_at, at)
         timer = loop.call_later(delay + self.config.interval + 1.0, _resolve, woken)
         try:
             await woken

@@ -1,12 +1,16 @@
 """The on-disk spool of minute summaries not yet acknowledged by the server.
 
 One file per minute (``<minute>.summary``, the encoded summary frame) in one
-directory. A file appears in one atomic rename after its data is fsync'd, and
-disappears in one unlink when the server acknowledges it, so after a crash at
-any instant (SIGKILL, power loss) every entry is either whole or absent and
-nothing acknowledged-but-kept or kept-but-torn can exist: an entry reported
-as put is on disk. Leftover temp files of an interrupted write are removed
-when the spool is opened.
+directory. A new minute's file is written as an unnamed file (``O_TMPFILE``),
+linked under its name, then fsync'd: it appears whole or not at all, and the one
+fsync also makes the new name durable (a temp file and a rename would need a
+second, of the directory: ~0.17 ms of CPU a minute more). An entry merged into
+an existing one, or a filesystem without ``O_TMPFILE``, takes the temp file and
+the rename (``atomic.write_atomic``). A file disappears in one unlink when the
+server acknowledges it. So after a crash at any instant (SIGKILL, power loss)
+every entry is either whole or absent and nothing acknowledged-but-kept or
+kept-but-torn can exist: an entry reported as put is on disk. Leftover temp
+files of an interrupted write are removed when the spool is opened.
 
 Why a directory rather than an append-only file: acknowledgements arrive in
 any order and removal is then one unlink, with no compaction and no log
@@ -55,6 +59,7 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         if exclusive:
             self._lock()
+        self._dir_fd: int | None = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         minutes = []
         for entry in os.scandir(directory):
             if entry.name.startswith(".") and entry.name.endswith(".tmp"):
@@ -102,12 +107,57 @@ class Spool:
             if older is not None:
                 body = merge(older, dict(body))
         data = wire.encode("summary", dict(body))
-        write_atomic(self._path(minute), data, mode=0o600)
+        if minute in self.versions or not self._create(minute, data):
+            write_atomic(self._path(minute), data, mode=0o600)
         if len(self._recent) >= _RECENT:
             self._recent.clear()
         self._recent[minute] = data
         self._bump(minute)
         self._enforce_bound()
+
+    def _create(self, minute: int, data: bytes) -> bool:
+        """Write a new entry as an unnamed file, name it, fsync it; False where this
+        filesystem (or a missing /proc) does not allow it, or a file has that name."""
+        if self._dir_fd is None:
+            return False
+        try:
+            fd = os.open(self.directory, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+        except OSError:
+            self._close_dir()  # not on this filesystem: write_atomic from now on
+            return False
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            # linkat through /proc: naming an open unnamed file, without CAP_DAC_READ_SEARCH
+            try:
+                os.link(f"/proc/self/fd/{fd}", self._path(minute).name, dst_dir_fd=self._dir_fd)
+            except FileExistsError:  # not ours: replaced atomically
+                return False
+            except FileNotFoundError:  # no /proc here: write_atomic from now on
+                self._close_dir()
+                return False
+            try:
+                os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._path(minute).name, dir_fd=self._dir_fd)
+                raise
+        finally:
+            os.close(fd)
+        return True
+
+    def close(self) -> None:
+        """Release the lock and the directory (the daemon's spool lives as long as it)."""
+        self._close_dir()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _close_dir(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     def get(self, minute: int) -> bytes | None:
         """The entry's encoded frame; a corrupt or vanished entry is dropped with a warning."""

@@ -162,7 +162,7 @@ class WebSocket:
     ) -> None:
         self._reader = reader
         self._writer = writer
-        self._transport = writer.transport  # written to directly by send_nowait
+        self._transport = writer.transport  # written to directly: one call fewer
         self._max_size = max_size
         self._closed: ConnectionClosed | None = None
 
@@ -170,28 +170,31 @@ class WebSocket:
     def closed(self) -> bool:
         return self._closed is not None or self._writer.is_closing()
 
-    def buffered(self) -> int:
-        """Bytes written but not yet handed to the kernel: lets a caller drop
-        live data on a slow link instead of queueing it without bound."""
-        return int(self._transport.get_write_buffer_size())
-
     async def send(self, data: bytes) -> None:
         """Send one binary message and wait for the write buffer to drain."""
         self.send_nowait(data)
         await self._drain()
 
     def send_nowait(self, data: bytes) -> None:
-        """Queue one binary message without waiting (see ``buffered``)."""
-        self.send_frame_nowait(encode_frame(OP_BINARY, data))
-
-    def send_frame_nowait(self, frame: bytes) -> None:
-        """Queue one whole frame already encoded and masked (``binary_frame``)."""
+        """Queue one binary message without waiting."""
         if self._closed is not None:
             raise self._closed
-        transport = self._transport  # what StreamWriter.write calls, one call fewer
-        if transport.is_closing():
+        if self._transport.is_closing():
             raise self._gone("connection closing")
+        self._transport.write(encode_frame(OP_BINARY, data))
+
+    def offer_frame(self, frame: bytes, limit: int) -> bool:
+        """Queue one whole frame already encoded and masked (``binary_frame``) unless
+        the connection is closing or more than ``limit`` bytes are still queued: for
+        data worth nothing late (a live sample), dropped rather than queued without
+        bound on a slow link. The transport is written directly, one call fewer than
+        through the StreamWriter, as this runs every second."""
+        transport = self._transport
+        if (self._closed is not None or transport.is_closing()
+                or transport.get_write_buffer_size() > limit):
+            return False
         transport.write(frame)
+        return True
 
     async def _drain(self) -> None:
         try:

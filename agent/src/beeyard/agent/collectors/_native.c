@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/random.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../frame.h"
@@ -1028,14 +1029,22 @@ static const unsigned char *masking_key(Sampler *s) {
     return s->keys + s->next_key - 4;
 }
 
-/* sample(ts, now, listed, framed) -> (frame, summary). ``listed``: the process count where
+/* sample(ts, now, listed, framed) -> (frame, summary). ``ts``: the wall clock, or None
+   to read it here (as time.time() does). ``listed``: the process count where
    it is counted by listing /proc, else -1 (from /proc's link count). ``framed``: true for
    a masked WebSocket frame ready to send, false for the bare msgpack. ``summary``: the
    minute that this sample closed, or None. */
 static PyObject *Sampler_sample(Sampler *s, PyObject *const *args, Py_ssize_t nargs) {
     if (!s->ready) return PyErr_Format(PyExc_RuntimeError, "Sampler.__init__ has not run");
     if (nargs != 4) return PyErr_Format(PyExc_TypeError, "sample(ts, now, listed, framed)");
-    double ts = PyFloat_AsDouble(args[0]), now = PyFloat_AsDouble(args[1]);
+    double ts, now = PyFloat_AsDouble(args[1]);
+    if (args[0] == Py_None) { /* time.time(), one Python call fewer */
+        struct timespec wall;
+        if (clock_gettime(CLOCK_REALTIME, &wall) != 0) return PyErr_SetFromErrno(PyExc_OSError);
+        ts = (double)((int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec) / 1e9;
+    } else {
+        ts = PyFloat_AsDouble(args[0]);
+    }
     long long listed = PyLong_AsLongLong(args[2]);
     if (PyErr_Occurred()) return NULL;
     int framed = PyObject_IsTrue(args[3]);
@@ -1103,7 +1112,7 @@ static PyObject *Sampler_sample(Sampler *s, PyObject *const *args, Py_ssize_t na
 
 static PyMethodDef Sampler_methods[] = {
     {"sample", (PyCFunction)(void (*)(void))Sampler_sample, METH_FASTCALL,
-     "sample(ts, now, listed, framed) -> (frame, summary of the minute it closed or None)"},
+     "sample(ts|None, now, listed, framed) -> (frame, summary of the minute it closed or None)"},
     {"flush", (PyCFunction)Sampler_flush, METH_NOARGS,
      "flush() -> the current, possibly partial, minute's summary or None; starts empty"},
     {"set_process_offset", (PyCFunction)Sampler_set_process_offset, METH_O,

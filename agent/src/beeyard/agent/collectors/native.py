@@ -130,9 +130,7 @@ class NativeSampler:
                now: float | None = None) -> tuple[bytes, dict[str, Any] | None]:
         """(the sample: a masked WebSocket frame ready to send if ``framed``, else bare
         msgpack; the summary of the minute this sample closed, or None). ``ts``, ``now``:
-        the wall and monotonic clocks, read here unless given (tests)."""
-        if ts is None:
-            ts = time.time()
+        the wall and monotonic clocks, read here unless given (the wall clock in C)."""
         if now is None:
             now = time.monotonic()
         if now - self._plan_at >= _PLAN_EVERY or now < self._plan_at:
