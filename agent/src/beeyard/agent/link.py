@@ -201,7 +201,7 @@ class Link:
         (``_beat``), a held summary's release (``_sleep_to_a_sample``), and the check
         for changed capabilities every ``CAPABILITIES_EVERY`` seconds. ``send_live``
         calls it only when one of them is due (``_work_at``): most samples just go."""
-        if now >= self._next_ping and self._loop is not None:
+        if now >= self._next_ping:
             self._beat(fallback=False)
         after = self._after_sample
         if after is not None and now >= after[0]:

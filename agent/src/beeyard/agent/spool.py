@@ -23,6 +23,7 @@ when it is exceeded. Only the sorted list of minutes is held in memory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from pathlib import Path
@@ -122,8 +123,9 @@ class Spool:
             return False
         try:
             fd = os.open(self.directory, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
-        except OSError:
-            self._close_dir()  # not on this filesystem: write_atomic from now on
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                self._close_dir()  # not on this filesystem: write_atomic from now on
             return False
         try:
             view = memoryview(data)
