@@ -297,3 +297,54 @@ def test_the_watch_reports_grants_revokes_and_expiry_while_connected(tmp_path: P
     assert watch.poll() == ["docker_read"]
     now[0] += 2
     assert watch.poll() is None
+
+
+async def test_the_link_checks_the_grants_on_a_sample_every_two_seconds(tmp_path: Path) -> None:
+    """Link.send_live asks the watch on the first sample CAPABILITIES_EVERY after the last
+    check, not on every sample, and a change goes out right behind that sample. A real
+    WebSocket over a socket pair; the samples' loop times are given, as the daemon does."""
+    import asyncio
+    import socket
+
+    from tests.agent.test_websocket import read_client_frame
+
+    from beeyard.agent import link as link_module
+    from beeyard.agent import websocket
+    from beeyard.agent.spool import Spool
+    from beeyard.shared import wire
+
+    path, config = write_config(tmp_path, ("docker_read",))
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+    peer, peer_writer = await asyncio.open_unix_connection(sock=theirs)
+    link = link_module.Link(config, {}, Spool(tmp_path / "spool"), asyncio.Event())
+    ws = link.ws = websocket.WebSocket(reader, writer, wire.MAX_FRAME)
+    link._hello()  # the watch of this connection, as at every connection
+    session = asyncio.create_task(link._session(ws, 60.0))  # no ping due in this test
+    try:
+        await asyncio.sleep(0)
+        t0 = asyncio.get_running_loop().time()
+        sample = websocket.binary_frame(wire.encode("pong", {"ts": 1.0}))  # stands in
+        GrantStore.for_config(path).grant("terminal", 60)
+
+        async def next_frame() -> wire.Frame:
+            _, payload = await asyncio.wait_for(read_client_frame(peer), 5)
+            return wire.decode(payload)
+
+        assert link.send_live(sample, t0 + 1.0)  # within 2 s of the session's start
+        assert link.send_live(sample, t0 + 1.5)
+        assert link.send_live(sample, t0 + 2.1)  # due: this one carries the check
+        assert [(await next_frame()).type for _ in range(3)] == ["pong"] * 3
+        changed = await next_frame()
+        assert changed.type == "capabilities"
+        assert changed.body == {"capabilities": ["terminal", "docker_read"]}
+        GrantStore.for_config(path).revoke("terminal")
+        assert link.send_live(sample, t0 + 3.0)  # checked at 2.1: not again before 4.1
+        assert link.send_live(sample, t0 + 4.2)
+        assert [(await next_frame()).type for _ in range(2)] == ["pong"] * 2
+        assert (await next_frame()).body == {"capabilities": ["docker_read"]}
+    finally:
+        session.cancel()
+        await asyncio.gather(session, return_exceptions=True)
+        writer.close()
+        peer_writer.close()

@@ -107,6 +107,22 @@ def test_a_new_entry_is_named_whole_and_the_fallback_writes_the_same(
     other.close()
 
 
+def test_a_stray_file_under_a_new_minutes_name_is_replaced_whole(tmp_path: Path) -> None:
+    """A file that appeared under a minute's name after the spool was opened: the new
+    entry cannot be linked over it, so it replaces it through write_atomic, and the next
+    new entry takes the O_TMPFILE way again."""
+    spool = Spool(tmp_path)
+    spool._path(BASE).write_bytes(b"stray")
+    spool.put(summary(BASE))
+    assert spool._path(BASE).read_bytes() == wire.encode("summary", summary(BASE))
+    assert spool._dir_fd is not None
+    spool.put(summary(BASE + 60))
+    assert Spool(tmp_path).pending() == [BASE, BASE + 60]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "lock") == [
+        spool._path(BASE).name, spool._path(BASE + 60).name]
+    spool.close()
+
+
 def test_corrupt_entries_and_leftover_temp_files(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
     spool.put(summary(BASE))

@@ -1,6 +1,7 @@
 """Crash-safe file replacement: temp file, fsync, rename, fsync of the directory.
 
-Used for the run token, the config and the spool's entries. After a crash at
+Used for the run token, the config, the grants file and the spool's merged
+entries (a new spool entry takes a cheaper way, see ``spool``). After a crash at
 any instant a reader sees either the old complete file or the new complete
 one, never a torn or empty file — which matters most for the token: a torn
 token would lock the agent out of its server for good.

@@ -104,7 +104,7 @@ class Agent:
     def _on_tick(self) -> None:
         """The sampling clock: a plain timer callback, not a task, because at one
         sample a second the event loop's own per-wake-up cost counts too. It reads the
-        clock once for the sampler, the link and the next tick. No check for a stop:
+        clock once for the sampler and the link. No check for a stop:
         ``run`` cancels the timer as soon as it resumes, and a tick before that is an
         ordinary sample that the final summary includes."""
         loop = self._loop  # not get_running_loop(): it makes a getpid system call
@@ -115,8 +115,9 @@ class Agent:
         except Exception:  # a bug must not stop sampling: say where, go on
             log.exception("sampling failed")
         due = self._due + self.config.interval
-        if due <= now:  # suspended or overloaded: skip the missed ticks
-            due = now + self.config.interval
+        done = loop.time()
+        if due <= done:  # suspended, overloaded or a slow tick: skip the missed ticks
+            due = done + self.config.interval
         self._due = due
         self._timer = loop.call_at(due, self._on_tick)
 

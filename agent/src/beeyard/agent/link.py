@@ -16,10 +16,11 @@ Lifecycle of one connection (a *session*):
    keep telling the agent that the link is up). Every received frame goes through
    ``wire.decode``; a bad one is logged (rate-limited) and ignored.
    No frame for three heartbeat intervals means the link is dead.
-   The pings and the dead-link check are one function (``_beat``), run after
-   each live sample is sent and, as a fallback, by one timer — not a task and
-   a timeout per received frame: at one sample a second the agent runs cold,
-   and every extra wake-up of the process costs about as much as a sample.
+   The pings and the dead-link check are one function (``_beat``), run with
+   the first live sample sent after a ping falls due and, as a fallback, by one
+   timer — not a task and a timeout per received frame: at one sample a second
+   the agent runs cold, and every extra wake-up of the process costs about as
+   much as a sample.
 4. On any loss: reconnect after a backoff delay (``backoff``), reset only
    after a link that stayed up for ``STABLE_LINK`` seconds.
 

@@ -1,15 +1,18 @@
 """The on-disk spool of minute summaries not yet acknowledged by the server.
 
 One file per minute (``<minute>.summary``, the encoded summary frame) in one
-directory. A new minute's file is written as an unnamed file (``O_TMPFILE``),
-linked under its name, then fsync'd: it appears whole or not at all, and the one
-fsync also makes the new name durable (a temp file and a rename would need a
-second, of the directory: ~0.17 ms of CPU a minute more). An entry merged into
-an existing one, or a filesystem without ``O_TMPFILE``, takes the temp file and
-the rename (``atomic.write_atomic``). A file disappears in one unlink when the
-server acknowledges it. So after a crash at any instant (SIGKILL, power loss)
-every entry is either whole or absent and nothing acknowledged-but-kept or
-kept-but-torn can exist: an entry reported as put is on disk. Leftover temp
+directory. A new minute's file is written whole as an unnamed file
+(``O_TMPFILE``), linked under its name, then fsync'd; on Linux's journalling
+filesystems that one fsync also makes the new name durable (a temp file and a
+rename need a second, of the directory: ~0.17 ms of CPU a minute more). An entry
+merged into an existing one, or a filesystem where that does not work, takes the
+temp file and the rename (``atomic.write_atomic``). A file disappears in one
+unlink when the server acknowledges it.
+
+So an entry reported as put is on disk, whole, and nothing acknowledged is kept.
+After a SIGKILL at any instant every entry is whole or absent. After a power cut
+in the middle of a put, that one entry (never reported as put, never sent) may be
+on disk empty or torn; it is dropped with a warning when read. Leftover temp
 files of an interrupted write are removed when the spool is opened.
 
 Why a directory rather than an append-only file: acknowledgements arrive in
@@ -36,6 +39,8 @@ log = logging.getLogger("beeyard.agent.spool")
 
 _SUFFIX = ".summary"
 _RECENT = 8  # entries whose frames stay in memory (see Spool._recent)
+# naming an unnamed file cannot work here: no /proc, a security module, another filesystem
+_NO_LINKAT = frozenset({errno.ENOENT, errno.EPERM, errno.EACCES, errno.EXDEV, errno.EOPNOTSUPP})
 
 
 class SpoolBusy(OSError):
@@ -122,28 +127,31 @@ class Spool:
         if self._dir_fd is None:
             return False
         try:
-            fd = os.open(self.directory, os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+            fd = os.open(".", os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC, 0o600,
+                         dir_fd=self._dir_fd)
         except OSError as exc:
             if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 self._close_dir()  # not on this filesystem: write_atomic from now on
             return False
+        name = self._path(minute).name
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             # linkat through /proc: naming an open unnamed file, without CAP_DAC_READ_SEARCH
             try:
-                os.link(f"/proc/self/fd/{fd}", self._path(minute).name, dst_dir_fd=self._dir_fd)
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=self._dir_fd)
             except FileExistsError:  # not ours: replaced atomically
                 return False
-            except FileNotFoundError:  # no /proc here: write_atomic from now on
-                self._close_dir()
+            except OSError as exc:
+                if exc.errno in _NO_LINKAT:  # no /proc, or a sandbox says no: for good
+                    self._close_dir()
                 return False
             try:
                 os.fsync(fd)
             except BaseException:
                 with contextlib.suppress(OSError):
-                    os.unlink(self._path(minute).name, dir_fd=self._dir_fd)
+                    os.unlink(name, dir_fd=self._dir_fd)
                 raise
         finally:
             os.close(fd)
