@@ -23,6 +23,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data``. The temp file is created with ``mode`` from the
     start (O_EXCL, no umask window) so a secret is never readable by others."""
@@ -34,10 +41,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     try:
         try:
             os.fchmod(fd, mode)  # the umask may have narrowed it; never widen beyond mode
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -31,7 +31,7 @@ import logging
 import os
 from pathlib import Path
 
-from beeyard.agent.atomic import write_atomic
+from beeyard.agent.atomic import write_all, write_atomic
 from beeyard.agent.summary import merge
 from beeyard.shared import wire
 
@@ -135,9 +135,7 @@ class Spool:
             return False
         name = self._path(minute).name
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             # linkat through /proc: naming an open unnamed file, without CAP_DAC_READ_SEARCH
             try:
                 os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=self._dir_fd)
